@@ -1,0 +1,147 @@
+"""`indico-supervisor` commands. User mistakes end here as messages and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import time
+
+from .config import DEFAULT_PATH, load_site
+from .problems import ConfigError
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="indico-supervisor",
+                                     description="Runs an Indico site's containers under one supervising daemon.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--config", default=DEFAULT_PATH, metavar="PATH",
+                         help=f"the site file (default {DEFAULT_PATH})")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("check-config", _check_config, "check the site file and print the containers it resolves to")
+    run = command("run", _run, "run the supervising daemon in the foreground (systemd's ExecStart)")
+    run.add_argument("--log-format", choices=["kv", "json"], default="kv",
+                     help="kv: key=value lines with a syslog priority prefix (default); json: one object per line")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    status = command("status", _status, "show the site's containers as the daemon and the engine see them")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from .describe import describe_site
+    site = load_site(args.config)
+    print(describe_site(site))
+    print(f"\n{args.config}: OK")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import logs
+    from .daemon import Daemon
+    from .status import runtime_dir
+
+    logs.configure(args.log_format, args.log_level)
+    log = logs.get_logger()
+    try:
+        site = load_site(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            log.error("config_problem", file=error.file, key=problem.path, problem=problem.render())
+        log.error("daemon_not_started", file=error.file, problems=len(error.problems),
+                  hint=f"fix the file, check it with `indico-supervisor check-config --config {args.config}`")
+        return EXIT_USAGE
+    lock = _lock(os.path.join(runtime_dir(), f"{site.site}.lock"))
+    if lock is None:
+        log.error("daemon_not_started", site=site.site,
+                  hint=f"another indico-supervisor already runs site {site.site} on this host")
+        return EXIT_USAGE
+    return Daemon(args.config, site).run()
+
+
+def _lock(path: str):
+    """One daemon per site and host: two would fight over the same containers."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handle = open(path, "a")
+    except OSError:
+        return sys.stdin  # no runtime directory to lock in (an unprivileged trial run): go on
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return None
+    return handle
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .engine import Engine, is_unreachable, reason
+    from .status import daemon_alive, read_state, render_table, state_path
+
+    site = load_site(args.config)
+    state = read_state(state_path(site.site))
+    alive = daemon_alive(state)
+    try:
+        seen = {c.name: c for c in Engine(site.site, timeout=10).list([c.name for c in site.enabled()])}
+        engine_note = "reachable"
+    except Exception as error:
+        if not is_unreachable(error):
+            raise
+        seen, engine_note = {}, f"unreachable ({reason(error)})"
+    daemon_rows = {row["role"]: row for row in (state or {}).get("containers", [])} if alive else {}
+    rows = []
+    for container in site.enabled():
+        row = dict(daemon_rows.get(container.role) or {"role": container.role, "name": container.name,
+                                                       "image": container.image, "restarts": 0})
+        on_engine = seen.get(container.name)
+        row["engine"] = _engine_view(on_engine, site.site)
+        if not alive:
+            row["state"] = on_engine.status if on_engine and on_engine.site else "absent"
+            row["health"] = on_engine.health if on_engine else None
+            row["started_at"] = on_engine.started_at if on_engine else None
+        rows.append(row)
+    if alive:
+        daemon_note = f"running (pid {state['pid']}, updated {time.time() - state['updated_at']:.0f}s ago)"
+    else:
+        daemon_note = "not running: states below are the engine's own" + (
+            f" (last daemon state from {time.ctime(state['updated_at'])})" if state else "")
+    if args.json:
+        print(json.dumps({"site": site.site, "daemon": "running" if alive else "not running",
+                          "engine": engine_note, "containers": rows}, indent=1, default=str))
+    else:
+        print(f"site {site.site}; daemon {daemon_note}; engine {engine_note}")
+        print(render_table(rows, time.time()))
+    return 0
+
+
+def _engine_view(container, site: str) -> str:
+    if container is None:
+        return "absent"
+    if container.site != site:
+        return f"held by a container we do not own ({container.id[:12]})"
+    if container.status == "exited":
+        return f"exited ({container.exit_code})"
+    return container.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Human-readable account of a resolved site, for `check-config`."""
+from __future__ import annotations
+
+from .durations import format_duration as d
+from .logs import mask_env
+from .model import Container, Site
+
+
+def describe_site(site: Site) -> str:
+    lines = [f"site {site.site}: {len(site.enabled())} of {len(site.containers)} containers enabled "
+             f"(on exit: {site.stop_on_exit})"]
+    for container in site.containers:
+        lines.extend(_describe(container))
+    return "\n".join(lines)
+
+
+def _describe(c: Container) -> list[str]:
+    state = "" if c.enabled else "  (disabled)"
+    lines = [f"", f"{c.role}: {c.name}{state}",
+             f"  image    {c.image} (pull {c.pull})",
+             f"  user     {c.user}",
+             f"  command  {' '.join(c.command) if c.command is not None else '(image default)'}"]
+    lines += [f"  mount    {b.host} -> {b.target}{' (ro)' if b.read_only else ''}" for b in c.binds]
+    if c.network.name:
+        lines.append(f"  network  {c.network.name}")
+    else:
+        links = ", ".join(n if n == a else f"{n}:{a}" for n, a in c.network.links) or "none"
+        lines.append(f"  links    {links}")
+    lines += [f"  port     {p.host_ip + ':' if p.host_ip else ''}{p.host_port} -> {p.container_port}/{p.protocol}"
+              for p in c.ports]
+    lines += [f"  env      {key}={value}" for key, value in mask_env(dict(c.env)).items()]
+    if c.probe:
+        p = c.probe
+        target = {"http": f"GET :{p.port}{p.path}", "tcp": f"connect :{p.port}", "exec": " ".join(p.command)}[p.kind]
+        lines.append(f"  health   {p.kind} {target} every {d(p.interval)}, timeout {d(p.timeout)}, "
+                     f"{p.retries} retries, start period {d(p.start_period)}")
+    if c.healthcheck:
+        h = c.healthcheck
+        lines.append(f"  healthcheck {' '.join(h.test)} every {d(h.interval)}, {h.retries} retries")
+    r = c.restart
+    lines.append(f"  restart  backoff {d(r.backoff)} doubling to {d(r.max_backoff)}, reset after {d(r.reset_after)}, "
+                 f"failed after {r.max_restarts} restarts in {d(r.window)}")
+    lines.append(f"  stop     {c.stop_signal or 'image default signal'}, timeout {d(c.stop_timeout)}")
+    if c.log_driver:
+        lines.append(f"  logs     {c.log_driver} {dict(c.log_options) or ''}".rstrip())
+    return lines

@@ -1,0 +1,204 @@
+"""The Docker SDK edge: describe containers, carry out actions, follow events.
+
+Everything here blocks, so it runs on executor or watcher threads and reports
+back through the daemon's inbox; nothing here keeps state of its own.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Callable, Iterable, Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from .plan import Observed
+from .spec import LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec
+
+# Events that may change what the daemon should do. exec_* (our own probes) and
+# attach/resize noise are filtered out before any inspect is spent on them.
+INTERESTING_EVENTS = ("create", "start", "die", "oom", "kill", "stop", "destroy", "health_status", "pause", "unpause")
+PROGRESS_EVERY = 2.0  # seconds between pull progress reports
+
+
+def connect(timeout: float = 60) -> docker.DockerClient:
+    return docker.from_env(timeout=timeout)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """The engine itself is gone, as opposed to refusing one request."""
+    if isinstance(error, (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError)):
+        return True
+    return isinstance(error, docker.errors.DockerException) and not isinstance(error, docker.errors.APIError)
+
+
+def reason(error: BaseException) -> str:
+    """The engine's own words for a refusal, without the HTTP wrapping."""
+    if isinstance(error, docker.errors.APIError) and error.explanation:
+        return str(error.explanation)
+    return str(error) or type(error).__name__
+
+
+def observe(attrs: dict, site: str, observed_at: float) -> Observed:
+    labels = attrs.get("Config", {}).get("Labels") or {}
+    state = attrs.get("State", {})
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    ip = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
+    ours = labels.get(LABEL_SITE) == site
+    return Observed(
+        id=attrs["Id"], name=attrs.get("Name", "").lstrip("/"),
+        site=site if ours else None,
+        role=labels.get(LABEL_ROLE) if ours else None,
+        spec_hash=labels.get(LABEL_HASH) if ours else None,
+        image_id=attrs.get("Image", ""), status=state.get("Status", "unknown"),
+        started_at=_epoch(state.get("StartedAt")), finished_at=_epoch(state.get("FinishedAt")),
+        exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
+        health=(state.get("Health") or {}).get("Status"), ip=ip, observed_at=observed_at)
+
+
+class Engine:
+    """Blocking calls on one client; safe to share between executor threads."""
+
+    def __init__(self, site: str, client: docker.DockerClient | None = None, timeout: float = 60):
+        self.site = site
+        self._client = client
+        self._timeout = timeout
+
+    @property
+    def client(self) -> docker.DockerClient:
+        # Connecting asks the engine for its API version, so it waits until first use:
+        # a daemon started before dockerd must come up and wait, not crash.
+        if self._client is None:
+            self._client = connect(self._timeout)
+        return self._client
+
+    def list(self, names: Iterable[str]) -> list[Observed]:
+        """Every container of this site, and any other container holding one of `names`."""
+        started = time.monotonic()
+        wanted = set(names)
+        summaries = self.client.api.containers(all=True)
+        found = []
+        for summary in summaries:
+            labels = summary.get("Labels") or {}
+            summary_names = {n.lstrip("/") for n in summary.get("Names") or []}
+            if labels.get(LABEL_SITE) == self.site or summary_names & wanted:
+                described = self.inspect(summary["Id"], started)
+                if described is not None:
+                    found.append(described)
+        return found
+
+    def inspect(self, container_id: str, observed_at: float | None = None) -> Observed | None:
+        at = time.monotonic() if observed_at is None else observed_at
+        try:
+            return observe(self.client.api.inspect_container(container_id), self.site, at)
+        except docker.errors.NotFound:
+            return None
+
+    def image_id(self, reference: str) -> str | None:
+        try:
+            return self.client.api.inspect_image(reference)["Id"]
+        except docker.errors.ImageNotFound:
+            return None
+
+    def pull(self, reference: str, progress: Callable[[dict], None]) -> str:
+        """Pull, reporting layers and bytes as they come; return the image ID."""
+        repository, tag = _split_reference(reference)
+        reporter = _PullReporter(progress)
+        for line in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+            if "error" in line:
+                raise docker.errors.APIError(line["error"])
+            reporter.feed(line)
+        reporter.finish()
+        found = self.image_id(reference)
+        if found is None:
+            raise docker.errors.ImageNotFound(f"{reference} is not on this host after the pull")
+        return found
+
+    def create_and_start(self, spec: ContainerSpec, replace: Observed | None, stop_timeout: float) -> Observed:
+        if replace is not None:
+            self.remove(replace.id, stop_timeout)
+        container = self.client.containers.create(**spec.create_kwargs())
+        return self.start(container.id)
+
+    def start(self, container_id: str) -> Observed:
+        self.client.api.start(container_id)
+        return self._must_inspect(container_id)
+
+    def restart(self, container_id: str, stop_timeout: float) -> Observed:
+        self.client.api.stop(container_id, timeout=int(round(stop_timeout)))
+        return self.start(container_id)
+
+    def stop(self, container_id: str, stop_timeout: float) -> None:
+        try:
+            self.client.api.stop(container_id, timeout=int(round(stop_timeout)))
+        except docker.errors.NotFound:
+            pass
+
+    def remove(self, container_id: str, stop_timeout: float) -> None:
+        # Stop first with the container's own signal and timeout: `remove(force)` alone is a SIGKILL.
+        self.stop(container_id, stop_timeout)
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def exec_exit_code(self, container_id: str, command: list[str]) -> int:
+        return self.client.containers.get(container_id).exec_run(command).exit_code
+
+    def events(self, since: float | None = None) -> Iterator[dict]:
+        """This site's container events; the stream ends (or raises) when the engine goes away."""
+        return self.client.events(decode=True, since=int(since) if since else None,
+                                  filters={"type": "container", "label": f"{LABEL_SITE}={self.site}"})
+
+    def _must_inspect(self, container_id: str) -> Observed:
+        described = self.inspect(container_id)
+        if described is None:
+            raise docker.errors.NotFound(f"container {container_id[:12]} vanished right after starting")
+        return described
+
+
+class _PullReporter:
+    """Condenses a pull's JSON stream into a report every few seconds: layers and bytes."""
+
+    def __init__(self, report: Callable[[dict], None]):
+        self.report = report
+        self.layers: dict[str, tuple[str, int, int]] = {}
+        self.last = 0.0
+
+    def feed(self, line: dict) -> None:
+        layer = line.get("id")
+        if layer and "status" in line:
+            detail = line.get("progressDetail") or {}
+            self.layers[layer] = (line["status"], detail.get("current", 0), detail.get("total", 0))
+        if time.monotonic() - self.last >= PROGRESS_EVERY:
+            self._emit()
+
+    def finish(self) -> None:
+        self._emit()
+
+    def _emit(self) -> None:
+        self.last = time.monotonic()
+        done = sum(1 for status, _, _ in self.layers.values() if status in ("Pull complete", "Already exists"))
+        self.report({"layers_done": done, "layers": len(self.layers),
+                     "bytes": sum(c for _, c, _ in self.layers.values()),
+                     "bytes_total": sum(t for _, _, t in self.layers.values())})
+
+
+def _split_reference(reference: str) -> tuple[str, str | None]:
+    if "@" in reference:
+        return reference, None
+    name, _, tag = reference.rpartition(":")
+    if name and "/" not in tag:
+        return name, tag
+    return reference, "latest"
+
+
+def _epoch(stamp: str | None) -> float | None:
+    # The engine writes nanoseconds in UTC, and "0001-01-01T00:00:00Z" for never.
+    if not stamp or stamp.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None

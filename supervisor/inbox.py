@@ -1,0 +1,111 @@
+"""The daemon's one queue: messages from threads, and signals, wake the main loop.
+
+Signals arrive through `signal.set_wakeup_fd` on a self-pipe: the C-level handler
+writes the signal number there and the Python handler does nothing, so no work
+ever runs inside a signal handler. Threads write a zero byte after queueing a
+message; signal numbers are never zero, so one pipe carries both.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import select
+import signal
+from dataclasses import dataclass
+
+from .plan import Observed
+
+
+@dataclass(frozen=True)
+class SignalReceived:
+    signum: int
+
+
+@dataclass(frozen=True)
+class ContainerSeen:
+    container: Observed
+
+
+@dataclass(frozen=True)
+class ContainerGone:
+    container_id: str
+    observed_at: float
+
+
+@dataclass(frozen=True)
+class Resynced:
+    containers: tuple[Observed, ...]
+    started_at: float
+
+
+@dataclass(frozen=True)
+class EngineLost:
+    error: str
+
+
+@dataclass(frozen=True)
+class EngineBack:
+    pass
+
+
+@dataclass(frozen=True)
+class ActionDone:
+    action: object
+    result: Observed | str | None = None  # a container, or an image ID
+
+
+@dataclass(frozen=True)
+class ActionFailed:
+    action: object
+    error: str
+    unreachable: bool = False  # the engine was gone, not refusing
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    image: str
+    progress: dict
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._messages: queue.SimpleQueue = queue.SimpleQueue()
+
+    def catch(self, *signums: int) -> None:
+        """Route these signals to the loop. Call from the main thread."""
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        for signum in signums:
+            signal.signal(signum, _ignore)
+
+    def put(self, message: object) -> None:
+        self._messages.put(message)
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already: the loop will wake
+
+    def wait(self, timeout: float | None) -> list[object]:
+        """Signals first, then messages in arrival order; [] when the timeout passed."""
+        select.select([self._read], [], [], None if timeout is None else max(0.0, timeout))
+        woken = b""
+        while True:
+            try:
+                chunk = os.read(self._read, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            woken += chunk
+        received: list[object] = [SignalReceived(b) for b in woken if b]
+        while True:
+            try:
+                received.append(self._messages.get_nowait())
+            except queue.Empty:
+                return received
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """The wakeup fd carries the signal; the handler exists only to replace the default action."""

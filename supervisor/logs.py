@@ -1,0 +1,185 @@
+"""Logging setup: one event per line, level kept for journald, secrets never written."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+from urllib.parse import unquote
+
+import structlog
+
+MASK = "***"
+MIN_SECRET_LENGTH = 4
+SECRET_KEY_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+
+# Syslog priorities: journald reads a leading "<N>" on stdout as the line's level.
+_PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+_LEVELS = {name: getattr(logging, name.upper()) for name in ("debug", "info", "warning", "error")}
+
+# Password part of scheme://user:password@host. The password runs to the last "@"
+# before the path so an unencoded "@" inside it cannot leave a tail visible.
+_URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)([^\s/]+)(@)")
+
+
+class Redactor:
+    """Replaces known secret values and URI passwords in text."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add_secrets(self, values: Iterable[str]) -> None:
+        # Very short values would mask ordinary words and numbers all over the log.
+        self._secrets.update(v for v in values if v and len(v) >= MIN_SECRET_LENGTH)
+        forms = {form for secret in self._secrets for form in _written_forms(secret)}
+        # Longest first so a secret containing another is masked whole.
+        alternatives = sorted(forms, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
+
+    def scrub(self, text: str) -> str:
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        return _URI_PASSWORD.sub(rf"\1{MASK}\3", text)
+
+
+def _written_forms(secret: str) -> set[str]:
+    """The ways a value can appear once escaped by JSON, logfmt or repr()."""
+    return {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1]}
+
+
+def is_secret_key(name: str) -> bool:
+    upper = name.upper()
+    return any(marker in upper for marker in SECRET_KEY_MARKERS)
+
+
+def uri_passwords(text: str) -> set[str]:
+    found = {match.group(2) for match in _URI_PASSWORD.finditer(text)}
+    # Code may log the decoded password it hands to a client library.
+    return found | {unquote(password) for password in found}
+
+
+def secrets_of_env(env: Mapping[str, str]) -> set[str]:
+    by_name = {value for key, value in env.items() if value and is_secret_key(key)}
+    return by_name.union(*(uri_passwords(value) for value in env.values()))
+
+
+def mask_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment made safe to print; empty secrets stay empty to show they are unset."""
+    redactor = Redactor()
+    redactor.add_secrets(secrets_of_env(env))
+    return {
+        key: (MASK if value else value) if is_secret_key(key) else redactor.scrub(value)
+        for key, value in env.items()
+    }
+
+
+_redactor = Redactor()
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Register secrets with the process-wide log redactor; they accumulate across reloads."""
+    _redactor.add_secrets(values)
+
+
+def get_logger(**bound: Any) -> Any:
+    # The lazy proxy resolves configuration at use time, so module-level loggers
+    # created before configure() still follow it.
+    return structlog.get_logger(**bound)
+
+
+def configure(fmt: str = "kv", level: str = "info", stream: TextIO | None = None) -> None:
+    if fmt not in ("kv", "json"):
+        raise ValueError(f"unknown log format {fmt!r}, expected 'kv' or 'json'")
+    if level not in _LEVELS:
+        raise ValueError(f"unknown log level {level!r}, expected one of {', '.join(_LEVELS)}")
+    stream = stream if stream is not None else sys.stdout
+    journal = stream_is_journal(stream)
+
+    processors: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level]
+    if not journal:
+        # journald stamps every line itself.
+        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"))
+    processors += [structlog.processors.format_exc_info, _scrub_fields]
+    # JSON stays pure for shippers reading stdout unless journald is the reader.
+    processors.append(_kv_line if fmt == "kv" else (_json_line_for_journal if journal else _json_line))
+
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        # Off so a later configure() (tests, a different stream) reaches loggers
+        # already in use; the daemon logs a few lines a minute, so the cost is nil.
+        cache_logger_on_first_use=False,
+    )
+
+
+def stream_is_journal(stream: TextIO, env: Mapping[str, str] = os.environ) -> bool:
+    """systemd sets JOURNAL_STREAM=dev:inode when it connects stdout to the journal."""
+    try:
+        device, inode = (int(part) for part in env["JOURNAL_STREAM"].split(":"))
+        status = os.fstat(stream.fileno())
+    except (KeyError, ValueError, OSError, AttributeError):
+        return False
+    return (status.st_dev, status.st_ino) == (device, inode)
+
+
+def _scrub_fields(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    # Masks raw values before renderers escape them into forms the line scrub
+    # could miss (a repr-escaped secret inside a traceback, then JSON-escaped).
+    return {key: _scrub_value(value) for key, value in event_dict.items()}
+
+
+def _scrub_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return _redactor.scrub(value)
+    if isinstance(value, Mapping):
+        return {key: _scrub_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_scrub_value(item) for item in value]
+    return _redactor.scrub(str(value))
+
+
+def _ordered(event_dict: dict[str, Any], lead: tuple[str, ...]) -> dict[str, Any]:
+    first = {key: event_dict.pop(key) for key in lead if key in event_dict}
+    return first | event_dict
+
+
+def _prefix(event_dict: Mapping[str, Any]) -> str:
+    return f"<{_PRIORITIES.get(event_dict.get('level', 'info'), 6)}>"
+
+
+def _kv_line(_logger: Any, _name: str, event_dict: dict[str, Any]) -> str:
+    prefix = _prefix(event_dict)
+    # The priority prefix already carries the level.
+    del event_dict["level"]
+    fields = _ordered(event_dict, ("ts", "event"))
+    # Scrubbing the finished line too, so nothing a renderer adds escapes the mask.
+    return _redactor.scrub(prefix + " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items()))
+
+
+def _logfmt_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if text and not any(char in ' ="\\' or char < " " or char == "\x7f" for char in text):
+        return text
+    # JSON string escaping turns newlines and control characters into escapes,
+    # keeping one event per line, and is a quoting logfmt parsers accept.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _json_line(_logger: Any, _name: str, event_dict: dict[str, Any]) -> str:
+    return _redactor.scrub(json.dumps(_ordered(event_dict, ("event", "level")), default=repr))
+
+
+def _json_line_for_journal(logger: Any, name: str, event_dict: dict[str, Any]) -> str:
+    return _prefix(event_dict) + _json_line(logger, name, event_dict)

@@ -1,0 +1,255 @@
+"""What to do, given what is wanted and what the engine shows. Pure: no engine, no clock.
+
+Two steps, both level-triggered so a missed event changes nothing after a resync:
+`new_failures` finds runs that ended badly and have not been counted yet;
+`plan` turns the whole picture into actions for the executor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .spec import ContainerSpec
+
+RUNNING_STATES = ("running",)
+RESTARTABLE_STATES = ("exited", "created")  # `start` reuses these; anything else is recreated
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One container as the engine last described it."""
+    id: str
+    name: str
+    site: str | None  # our site label, None when the container is not ours
+    role: str | None
+    spec_hash: str | None
+    image_id: str
+    status: str  # the engine's: created, running, exited, dead, paused, restarting, removing
+    started_at: float | None = None  # epoch seconds
+    finished_at: float | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    health: str | None = None  # the engine's HEALTHCHECK verdict: starting, healthy, unhealthy
+    ip: str | None = None
+    observed_at: float = 0.0  # monotonic; the newer of two descriptions wins
+
+    @property
+    def running(self) -> bool:
+        return self.status in RUNNING_STATES
+
+    @property
+    def run(self) -> tuple[str, float | None]:
+        """Names one run of one container: a restart is a new run."""
+        return (self.id, self.started_at)
+
+
+@dataclass(frozen=True)
+class RoleView:
+    """What the plan needs to know of the daemon's bookkeeping for one role."""
+    busy: bool = False  # an action for it is in flight
+    failed: bool = False  # crash loop: given up until a reload
+    due: bool = True  # its backoff delay (if any) has passed
+    counted_run: tuple | None = None  # the run whose failure is already recorded
+    last_container_id: str | None = None  # the container it last had
+    probe_unhealthy_run: tuple | None = None  # the run the daemon's probe gave up on
+    probe_healthy: bool | None = None  # the daemon's probe, for the current run
+    has_probe: bool = False
+
+
+@dataclass(frozen=True)
+class World:
+    site: str
+    desired: dict[str, ContainerSpec]  # role -> spec; image_id None until the image is resolved
+    observed: tuple[Observed, ...]
+    roles: dict[str, RoleView]
+    images_busy: frozenset[str] = frozenset()  # image references being resolved now
+    images_due: frozenset[str] = frozenset()  # references to resolve (again) now
+    busy_containers: frozenset[str] = frozenset()  # ids with an action in flight (removals)
+    rolling: str | None = None  # the role recreated last for a changed spec
+    wall_now: float = 0.0
+
+    def role(self, role: str) -> RoleView:
+        return self.roles.get(role, RoleView())
+
+    def holder(self, name: str) -> Observed | None:
+        """The container that holds a name, owned or not."""
+        return next((o for o in self.observed if o.name == name), None)
+
+    def owns(self, container: Observed) -> bool:
+        return container.site == self.site
+
+
+class Cause(str, Enum):
+    EXITED = "exited"
+    OOM = "oom_killed"
+    UNHEALTHY = "unhealthy"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True)
+class Failure:
+    role: str
+    run: tuple
+    cause: Cause
+    exit_code: int | None = None
+    uptime: float | None = None
+
+
+# Actions: what the executor is asked to do. Each names the role it is for, so the
+# daemon keeps at most one action per role in flight.
+@dataclass(frozen=True)
+class ResolveImage:
+    image: str
+    pull: str
+
+
+@dataclass(frozen=True)
+class Create:
+    role: str
+    spec: ContainerSpec
+    replace: Observed | None = None  # stopped and removed first
+    reason: str = "missing"
+
+
+@dataclass(frozen=True)
+class Start:
+    role: str
+    container: Observed
+
+
+@dataclass(frozen=True)
+class Restart:
+    role: str
+    container: Observed
+
+
+@dataclass(frozen=True)
+class Remove:
+    container: Observed
+    reason: str = "not in the site file"
+
+
+Action = ResolveImage | Create | Start | Restart | Remove
+
+
+@dataclass
+class Plan:
+    actions: list = field(default_factory=list)
+    blocked: dict[str, str] = field(default_factory=dict)  # role -> why
+    waiting: dict[str, str] = field(default_factory=dict)  # role -> what it waits for
+
+
+def new_failures(world: World) -> list[Failure]:
+    """Runs of wanted containers that ended badly and are not counted yet."""
+    failures = []
+    for role, spec in world.desired.items():
+        view = world.role(role)
+        if view.busy or view.failed:
+            continue
+        holder = world.holder(spec.name)
+        if holder is None:
+            gone = ("gone", view.last_container_id)
+            if view.last_container_id and view.counted_run != gone:
+                failures.append(Failure(role, gone, Cause.REMOVED))
+            continue
+        if not world.owns(holder) or holder.role != role or holder.run == view.counted_run:
+            continue
+        if holder.status in ("exited", "dead"):
+            uptime = _uptime(holder, holder.finished_at)
+            cause = Cause.OOM if holder.oom_killed else Cause.EXITED
+            failures.append(Failure(role, holder.run, cause, holder.exit_code, uptime))
+        elif holder.running and (holder.health == "unhealthy" or view.probe_unhealthy_run == holder.run):
+            failures.append(Failure(role, holder.run, Cause.UNHEALTHY, None, _uptime(holder, world.wall_now)))
+    return failures
+
+
+def plan(world: World) -> Plan:
+    result = Plan()
+    wanted_names = {spec.name: role for role, spec in world.desired.items()}
+    rollout_open = _rollout_open(world)
+    for image, pull in _image_pulls(world).items():
+        if image in world.images_due and image not in world.images_busy:
+            result.actions.append(ResolveImage(image, pull))
+    for role, spec in world.desired.items():
+        view = world.role(role)
+        holder = world.holder(spec.name)
+        if holder is not None and not world.owns(holder):
+            result.blocked[role] = (f"the name {spec.name} is held by container {holder.id[:12]}, "
+                                    f"which indico-supervisor does not own; rename or remove it")
+            continue
+        if view.busy:
+            continue
+        if spec.image_id is None:
+            result.waiting[role] = f"image {spec.container.image}"
+            continue
+        if view.failed:
+            continue
+        if holder is not None and holder.role != role:
+            result.waiting[role] = f"{spec.name} to be freed by role {holder.role}"
+            continue
+        if not view.due:
+            continue
+        action = _action_for(role, spec, holder, view, world, rollout_open)
+        if action is None:
+            continue
+        if isinstance(action, Create) and action.reason == "changed" and holder.running:
+            rollout_open = False  # one changed container at a time
+        result.actions.append(action)
+    for container in world.observed:
+        if world.owns(container) and container.id not in world.busy_containers:
+            if wanted_names.get(container.name) != container.role:
+                result.actions.append(Remove(container))
+    return result
+
+
+def _action_for(role: str, spec: ContainerSpec, holder: Observed | None, view: RoleView,
+                world: World, rollout_open: bool) -> Action | None:
+    if holder is None:
+        return Create(role, spec)
+    if holder.spec_hash != spec.hash or holder.image_id != spec.image_id:
+        if holder.running and not rollout_open:
+            return None
+        return Create(role, spec, replace=holder, reason="changed")
+    if holder.running:
+        # A running container whose current run was counted as a failure is unhealthy.
+        return Restart(role, holder) if view.counted_run == holder.run else None
+    if holder.status in RESTARTABLE_STATES:
+        return Start(role, holder)
+    if holder.status == "dead":
+        return Create(role, spec, replace=holder, reason="dead")
+    return None  # paused, restarting, removing: the engine is busy with it
+
+
+def _image_pulls(world: World) -> dict[str, str]:
+    """Each wanted image once, with the most eager pull setting any container gives it."""
+    eagerness = ("never", "missing", "always")
+    pulls: dict[str, str] = {}
+    for spec in world.desired.values():
+        image, pull = spec.container.image, spec.container.pull
+        if eagerness.index(pull) > eagerness.index(pulls.get(image, "never")):
+            pulls[image] = pull
+        pulls.setdefault(image, pull)
+    return pulls
+
+
+def ready(world: World, role: str) -> bool:
+    """Running, and healthy if anything checks its health."""
+    spec = world.desired.get(role)
+    holder = world.holder(spec.name) if spec else None
+    if holder is None or not holder.running or not world.owns(holder):
+        return False
+    view = world.role(role)
+    if holder.health not in (None, "healthy"):
+        return False
+    return not view.has_probe or view.probe_healthy is True
+
+
+def _rollout_open(world: World) -> bool:
+    """A changed container is recreated only once the previous one is ready again."""
+    return world.rolling is None or world.rolling not in world.desired or ready(world, world.rolling)
+
+
+def _uptime(container: Observed, until: float | None) -> float | None:
+    if container.started_at is None or until is None:
+        return None
+    return max(0.0, until - container.started_at)

@@ -1,0 +1,46 @@
+"""User mistakes as values: each names where it is, what was found and what would be right.
+
+Config loading collects every problem before giving up, so an admin fixes a file
+in one pass instead of one error per run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_MAX_SHOWN = 80
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # key path, e.g. "containers.worker.volumes.extra[1]"
+    message: str  # what is wrong and what would be right
+    value: object = _MISSING  # the offending value; _MISSING when the key is absent or hidden
+
+    def render(self) -> str:
+        where = self.path or "(top level)"
+        if self.value is _MISSING:
+            return f"{where}: {self.message}"
+        return f"{where} = {show(self.value)}: {self.message}"
+
+
+def show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+class ConfigError(Exception):
+    """A site file that cannot be used; carries every problem found in it."""
+
+    def __init__(self, file: str, problems: list[Problem]):
+        super().__init__(f"{file}: {len(problems)} problem(s)")
+        self.file = file
+        self.problems = list(problems)
+
+    def lines(self) -> list[str]:
+        return [f"{self.file}: {p.render()}" for p in self.problems]
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        head = f"{self.file}: {count} problem{'s' if count != 1 else ''}"
+        return "\n".join([head] + ["  " + p.render() for p in self.problems])

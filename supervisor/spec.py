@@ -1,0 +1,100 @@
+"""What the engine is asked to create for one container, and the hash that names it.
+
+Pure: a `Container` from the site file (plus the image ID once it is known) goes
+in, keyword arguments for `client.containers.create` come out. The hash covers
+everything that changes the running container, so an owned container whose
+label carries the current hash can be adopted as it is, and any other is drift.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from .model import Container, Site
+
+LABEL_PREFIX = "io.indico-supervisor."
+LABEL_SITE = LABEL_PREFIX + "site"
+LABEL_ROLE = LABEL_PREFIX + "role"
+LABEL_HASH = LABEL_PREFIX + "spec-hash"
+
+_NANOSECONDS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    site: str
+    container: Container
+    image_id: str | None = None  # the resolved image ("sha256:…"); part of the hash
+
+    @property
+    def role(self) -> str:
+        return self.container.role
+
+    @property
+    def name(self) -> str:
+        return self.container.name
+
+    @property
+    def hash(self) -> str:
+        return spec_hash(self.container, self.image_id)
+
+    def labels(self) -> dict[str, str]:
+        return {LABEL_SITE: self.site, LABEL_ROLE: self.role, LABEL_HASH: self.hash}
+
+    def create_kwargs(self) -> dict:
+        """Arguments for `client.containers.create(**kwargs)`."""
+        c = self.container
+        kwargs: dict = {
+            "image": c.image,
+            "command": list(c.command) if c.command is not None else None,
+            "name": c.name,
+            "user": c.user,
+            "environment": dict(c.env),
+            "labels": self.labels(),
+            # Bind mounts (not legacy -v binds) so a missing host directory is an
+            # error instead of an empty root-owned directory made by the engine.
+            "mounts": [{"Type": "bind", "Source": b.host, "Target": b.target, "ReadOnly": b.read_only}
+                       for b in c.binds],
+            # The engine must never restart on its own: restarts are ours, with backoff.
+            "restart_policy": {"Name": "no"},
+            "detach": True,
+        }
+        if c.network.name:
+            kwargs["network"] = c.network.name
+        if c.network.links:
+            kwargs["links"] = dict(c.network.links)
+        if c.ports:
+            kwargs["ports"] = {f"{p.container_port}/{p.protocol}": (p.host_ip, p.host_port) if p.host_ip else p.host_port
+                               for p in c.ports}
+        if c.log_driver:
+            kwargs["log_config"] = {"type": c.log_driver, "config": dict(c.log_options)}
+        if c.stop_signal:
+            kwargs["stop_signal"] = c.stop_signal
+        if c.healthcheck:
+            h = c.healthcheck
+            kwargs["healthcheck"] = {"test": list(h.test), "interval": int(h.interval * _NANOSECONDS),
+                                     "timeout": int(h.timeout * _NANOSECONDS), "retries": h.retries,
+                                     "start_period": int(h.start_period * _NANOSECONDS)}
+        return kwargs
+
+
+def spec_hash(container: Container, image_id: str | None) -> str:
+    """A digest of what the engine is asked for; unchanged by what only the daemon uses.
+
+    Restart policy, stop timeout, daemon probes, `enabled` and `pull` are left out:
+    changing them must not bounce a running container (a pull that brings a new
+    image already changes `image_id`).
+    """
+    fields = asdict(container)
+    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "allow_root", "pull"):
+        fields.pop(daemon_only)
+    fields["image_id"] = image_id
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def desired_specs(site: Site, image_ids: dict[str, str] | None = None) -> dict[str, ContainerSpec]:
+    """Every enabled container of the site, by role, in the file's order."""
+    ids = image_ids or {}
+    return {c.role: ContainerSpec(site.site, c, ids.get(c.image)) for c in site.enabled()}

@@ -1,0 +1,79 @@
+"""Shared fixtures for tests that talk to the real Docker engine.
+
+`docker` is imported inside the fixtures so that pure unit tests, which never ask
+for an engine, collect and run on a machine without one.
+
+`tests/` is a package (tests/__init__.py): import helpers as `from tests.images import ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+# The label the supervisor puts on every container it owns; cleanup keys on it.
+SITE_LABEL = "io.indico-supervisor.site"
+
+ENGINE_HINT = (
+    "No Docker engine answers on {where}. Integration tests need one: "
+    "run `sudo tests/tools/ensure-engine` (see the README's test command), then retry."
+)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+    import docker.errors
+    import requests.exceptions
+
+    # Ping with a short timeout so a hung engine fails fast; the client we hand out
+    # keeps the SDK's default (long) timeout for slow operations like container waits.
+    problem = None
+    try:
+        probe = docker.from_env(timeout=10)
+        probe.ping()
+        probe.close()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        problem = f"{type(e).__name__}: {e}"
+    if problem:  # failed outside the except block, so the report is not a chained traceback
+        # Fail, never skip: a skipped integration suite looks green and hides the gap.
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        pytest.fail(ENGINE_HINT.format(where=where) + f"\n({problem})", pytrace=False)
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def busybox(docker_client) -> str:
+    from tests.images import busybox_image
+
+    return busybox_image(docker_client)
+
+
+def remove_site_containers(client, site: str) -> int:
+    """Force-remove every container (running or not) labelled as belonging to `site`."""
+    import docker.errors
+
+    removed = 0
+    for c in client.containers.list(all=True, filters={"label": f"{SITE_LABEL}={site}"}):
+        try:
+            c.remove(force=True)
+            removed += 1
+        except docker.errors.NotFound:
+            pass  # already gone (e.g. auto_remove, or the code under test removed it)
+    return removed
+
+
+@pytest.fixture
+def site_name(docker_client) -> str:
+    """A site name unique to this test; its labelled containers are removed afterwards.
+
+    Unique names keep concurrent runs and other tests' containers out of each other's
+    way: cleanup only ever touches containers carrying this exact site label.
+    """
+    name = "t" + uuid.uuid4().hex[:10]
+    yield name
+    remove_site_containers(docker_client, name)
