@@ -77,3 +77,24 @@ def site_name(docker_client) -> str:
     name = "t" + uuid.uuid4().hex[:10]
     yield name
     remove_site_containers(docker_client, name)
+
+
+@pytest.fixture
+def run_daemon(tmp_path, busybox, site_name, docker_client):
+    """Factory for real daemons on this test's site; every one is killed afterwards.
+
+    Torn down before `site_name`, so the daemon is gone before its containers are removed.
+    """
+    from tests.daemon_harness import Daemon, site_config
+
+    started = []
+
+    def make(containers: dict, env: dict | None = None, **top) -> Daemon:
+        daemon = Daemon(tmp_path, site_config(site_name, busybox, tmp_path, containers, **top), env)
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.kill()
