@@ -20,7 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ConfigError as error:
-        print(str(error), file=sys.stderr)
+        from .logs import Redactor, secrets_in_file
+        redactor = Redactor()  # problems echo values, and the file's secrets may be among them
+        redactor.add_secrets(secrets_in_file(error.file))
+        print(redactor.scrub(str(error)), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -66,6 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         site = load_site(args.config)
     except ConfigError as error:
+        logs.add_secrets(logs.secrets_in_file(error.file))  # problems echo values, maybe the file's secrets
         for problem in error.problems:
             log.error("config_problem", file=error.file, key=problem.path, problem=problem.render())
         log.error("daemon_not_started", file=error.file, problems=len(error.problems),

@@ -34,8 +34,9 @@ from .status import SETTLED, RoleStatus, State, state_path, status_line, write_s
 MAX_PARALLEL = 8  # engine calls at once: 50 containers start in batches, not one by one
 RESYNC_EVERY = 30.0  # seconds; events do the work, this only catches what they missed
 MAX_SLEEP = 10.0
+STATE_HEARTBEAT = 10.0  # the state file is rewritten at least this often, so `status` can tell it is fresh
 IMAGE_RETRY = RestartPolicy(backoff=5, max_backoff=300)
-RECONNECT_MAX = 30.0
+RECONNECT_MAX = 10.0  # a ping every 10 s while the engine is down costs nothing
 
 
 @dataclass
@@ -48,6 +49,7 @@ class RoleRuntime:
     probe_healthy: bool | None = None
     probe_unhealthy_run: tuple | None = None
     error: str = ""  # the engine's reason for the last refused create or start
+    refused_container: str | None = None  # whose start the engine refused
     last_failure: dict = field(default_factory=dict)  # cause, exit_code, delay: logged with the restart
 
 
@@ -97,6 +99,8 @@ class Daemon:
         self.next_resync = 0.0
         self.next_watchdog = time.monotonic()
         self.resync_busy = False
+        self.written_state: tuple | None = None
+        self.written_at = 0.0
         self.watcher_stop = threading.Event()
         self._adopt_site(site)
 
@@ -145,10 +149,17 @@ class Daemon:
         now = time.monotonic()
         ids = {ref: img.image_id for ref, img in self.images.items() if img.image_id}
         desired = desired_specs(self.site, ids)
+        runs: dict[str, tuple] = {}
+        for seen in self.observed.values():
+            runs.setdefault(seen.name, seen.run)  # the holder World.holder() finds: the first of that name
+        # A probe's verdict holds for the run it probed only: a recreated container has none yet.
+        probed = {role: rt.probe_healthy if role in desired and rt.probe_run == runs.get(desired[role].name) else None
+                  for role, rt in self.roles.items()}
         views = {role: RoleView(busy=rt.busy, failed=rt.tracker.failed, due=rt.tracker.due(now),
                                 counted_run=rt.counted_run, last_container_id=rt.last_container_id,
-                                probe_unhealthy_run=rt.probe_unhealthy_run, probe_healthy=rt.probe_healthy,
-                                has_probe=desired[role].container.probe is not None if role in desired else False)
+                                probe_unhealthy_run=rt.probe_unhealthy_run, probe_healthy=probed[role],
+                                has_probe=desired[role].container.probe is not None if role in desired else False,
+                                refused_container=rt.refused_container)
                  for role, rt in self.roles.items()}
         due = frozenset(ref for ref, img in self.images.items()
                         if img.stale and not img.busy and img.tracker.due(now))
@@ -166,6 +177,8 @@ class Daemon:
                 self.log.error("container_blocked", role=role, reason=why)
         self.blocked = result.blocked
         for action in result.actions:
+            if _rolls(action) and self.rolling in self.roles and self.roles[self.rolling].busy:
+                continue  # one changed container at a time: the previous one is still being recreated
             self._start_action(action)
         self._sync_probers(world)
 
@@ -186,7 +199,7 @@ class Daemon:
                                               "removed": "removed"}[failure.cause.value],
                              role=failure.role, container=name, exit_code=failure.exit_code,
                              uptime=None if failure.uptime is None else round(failure.uptime, 3),
-                             restart_in=round(delay, 3), restarts=rt.tracker.total)
+                             restart_in=_seconds(delay), restarts=rt.tracker.total)
 
     def _start_action(self, action) -> None:
         if isinstance(action, ResolveImage):
@@ -204,6 +217,8 @@ class Daemon:
             rt.busy = True
             timeout = self.site_container(action.role).stop_timeout
             if isinstance(action, Create):
+                if _rolls(action):
+                    self.rolling = action.role  # from now, not once done: its old container may still look ready
                 if action.replace is not None:
                     self.log.info("container_recreating", role=action.role, container=action.spec.name,
                                   reason=action.reason)
@@ -323,7 +338,7 @@ class Daemon:
         self._see(container)
         if rt is None:
             return
-        rt.busy, rt.error = False, ""
+        rt.busy, rt.error, rt.refused_container = False, "", None
         rt.tracker.started()
         rt.last_container_id = container.id
         fields = {"role": action.role, "container": container.name, "container_id": container.id[:12]}
@@ -336,6 +351,11 @@ class Daemon:
     def on_action_failed(self, message: ActionFailed) -> None:
         action = message.action
         now = time.monotonic()
+        if message.unreachable:
+            # Planning stops until a resync succeeds: retrying against an engine that is
+            # gone would only spin. The watcher's reconnect, or the next resync, resumes it.
+            self.on_engine_lost(EngineLost(message.error))
+            self.next_resync = min(self.next_resync, now + 2.0)
         if isinstance(action, _Resync):
             self.resync_busy = False
             self.next_resync = now + RESYNC_EVERY  # the watcher's reconnect brings one sooner
@@ -344,7 +364,7 @@ class Daemon:
             image = self.images[action.image]
             image.busy, image.error = False, message.error
             delay = image.tracker.delay_after_failure(now, None, counted=False)
-            self.log.error("image_unavailable", image=action.image, reason=message.error, retry_in=round(delay, 3))
+            self.log.error("image_unavailable", image=action.image, reason=message.error, retry_in=_seconds(delay))
         elif isinstance(action, (Remove, _StopContainer)):
             self.busy_containers.discard(action.container.id)
             self.log.error("container_remove_failed", container=action.container.name, reason=message.error)
@@ -356,9 +376,11 @@ class Daemon:
             if message.unreachable:
                 return  # the engine went away; its return brings a resync, not a penalty
             rt.error = message.error
+            if isinstance(action, (Start, Restart)):
+                rt.refused_container = action.container.id
             delay = rt.tracker.delay_after_failure(now, None, counted=False)
             self.log.error("container_start_failed", role=action.role, container=self.site_container(action.role).name,
-                           reason=message.error, retry_in=round(delay, 3))
+                           reason=message.error, retry_in=_seconds(delay))
             self.next_resync = 0.0  # a create may have left a container behind: look
 
     # Observations and probes.
@@ -380,7 +402,8 @@ class Daemon:
             probe = spec.container.probe
             run = holder.run if probe and holder and holder.running and world.owns(holder) else None
             current = self.probers.get(role)
-            if current is not None and current.run_key != run:
+            # A new run, or a reload that changed the probe: the old prober goes.
+            if current is not None and (current.run_key != run or current.probe != probe):
                 current.stop()
                 del self.probers[role]
             if run is not None and role not in self.probers:
@@ -420,20 +443,24 @@ class Daemon:
     # Reload and stop.
 
     def reload(self) -> None:
-        self.notifier.reloading()
+        # Before the first READY=1 systemd is still waiting for the start: a READY=1 here would end it early.
+        done = self.notifier.ready if self.ready_sent else (lambda: None)
+        if self.ready_sent:
+            self.notifier.reloading()
         try:
             site = load_site(self.config_path)
         except ConfigError as error:
+            logs.add_secrets(logs.secrets_in_file(error.file))  # problems echo values; its secrets are new
             for problem in error.problems:
                 self.log.error("config_problem", file=error.file, key=problem.path, problem=problem.render())
             self.log.error("reload_refused", file=error.file, problems=len(error.problems),
                            hint="the running configuration and containers are kept as they are")
-            self.notifier.ready()
+            done()
             return
         if site.site != self.site.site:
             self.log.error("reload_refused", file=self.config_path, key="site", value=site.site,
                            hint=f"the site name cannot change on reload (running: {self.site.site}); restart the daemon")
-            self.notifier.ready()
+            done()
             return
         before = {c.role: spec_hash(c, None) for c in self.site.enabled()}
         after = {c.role: spec_hash(c, None) for c in site.enabled()}
@@ -445,7 +472,7 @@ class Daemon:
         for image in self.images.values():
             image.stale = True  # `always` pulls again; a retagged local image is noticed
             image.tracker.forgive(IMAGE_RETRY)
-        self.notifier.ready()
+        done()
 
     def _adopt_site(self, site: Site) -> None:
         self.site = site
@@ -455,6 +482,7 @@ class Daemon:
             rt = self.roles.setdefault(container.role, RoleRuntime(RestartTracker(container.restart)))
             if rt.tracker.failed:
                 self.log.info("container_forgiven", role=container.role, hint="failed before the reload; trying again")
+                rt.last_failure["delay"] = 0.0  # the restart it gets now is immediate
             rt.tracker.forgive(container.restart)
             self.images.setdefault(container.image, ImageRuntime())
         enabled = {c.role for c in site.enabled()}
@@ -520,8 +548,12 @@ class Daemon:
             self.log.info("daemon_ready", status=line, seconds=round(time.monotonic() - self.started, 3))
         self.notifier.status(line)
         payload = state_payload(self.site.site, self.config_path, statuses, daemon)
+        content = (payload["daemon"], payload["containers"])
+        if content == self.written_state and time.monotonic() - self.written_at < STATE_HEARTBEAT:
+            return
         try:
             write_state(state_path(self.site.site), payload)
+            self.written_state, self.written_at = content, time.monotonic()
         except OSError as error:
             self.log.debug("state_file_unwritable", reason=str(error))
 
@@ -568,6 +600,16 @@ class Daemon:
 
     def _wanted_names(self) -> list[str]:
         return [c.name for c in self.site.enabled()]
+
+
+def _rolls(action) -> bool:
+    """A running container recreated for a changed spec: part of the one-at-a-time rollout."""
+    return isinstance(action, Create) and action.reason == "changed" and action.replace is not None \
+        and action.replace.running
+
+
+def _seconds(delay: float | None) -> float | None:
+    return None if delay is None else round(delay, 3)
 
 
 def _snake(name: str) -> str:

@@ -46,14 +46,17 @@ def check_tcp(ip: str, port: int, timeout: float) -> tuple[bool, str]:
 
 def check_exec(run_exec: Callable[[list[str]], int], command: tuple[str, ...], timeout: float) -> tuple[bool, str]:
     # exec_run has no timeout of its own; wait for it on a helper thread instead.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Not `with`: leaving the block would wait for a hung exec, defeating the timeout.
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
         future = pool.submit(run_exec, list(command))
-        try:
-            code = future.result(timeout=timeout)
-        except TimeoutError:
-            return False, f"{' '.join(command)}: no answer within {timeout:g}s"
-        except Exception as error:  # the engine refused the exec: the container is not healthy either
-            return False, f"{' '.join(command)}: {error}"
+        code = future.result(timeout=timeout)
+    except TimeoutError:
+        return False, f"{' '.join(command)}: no answer within {timeout:g}s"
+    except Exception as error:  # the engine refused the exec: the container is not healthy either
+        return False, f"{' '.join(command)}: {error}"
+    finally:
+        pool.shutdown(wait=False)  # a hung exec's thread ends when the exec does
     return code == 0, f"{' '.join(command)}: exit code {code}"
 
 

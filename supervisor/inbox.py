@@ -2,8 +2,9 @@
 
 Signals arrive through `signal.set_wakeup_fd` on a self-pipe: the C-level handler
 writes the signal number there and the Python handler does nothing, so no work
-ever runs inside a signal handler. Threads write a zero byte after queueing a
-message; signal numbers are never zero, so one pipe carries both.
+ever runs inside a signal handler. Threads write a byte to a second pipe after
+queueing a message: a flood of messages may fill that one (the loop wakes anyway),
+but can never crowd a signal number out of the first.
 """
 from __future__ import annotations
 
@@ -72,11 +73,14 @@ class Inbox:
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
+        self._signals, self._signals_write = os.pipe()
+        os.set_blocking(self._signals, False)
+        os.set_blocking(self._signals_write, False)
         self._messages: queue.SimpleQueue = queue.SimpleQueue()
 
     def catch(self, *signums: int) -> None:
         """Route these signals to the loop. Call from the main thread."""
-        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        signal.set_wakeup_fd(self._signals_write, warn_on_full_buffer=False)
         for signum in signums:
             signal.signal(signum, _ignore)
 
@@ -89,22 +93,26 @@ class Inbox:
 
     def wait(self, timeout: float | None) -> list[object]:
         """Signals first, then messages in arrival order; [] when the timeout passed."""
-        select.select([self._read], [], [], None if timeout is None else max(0.0, timeout))
-        woken = b""
-        while True:
-            try:
-                chunk = os.read(self._read, 4096)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            woken += chunk
-        received: list[object] = [SignalReceived(b) for b in woken if b]
+        select.select([self._signals, self._read], [], [], None if timeout is None else max(0.0, timeout))
+        _drain(self._read)  # wake-ups only: the messages themselves are in the queue
+        received: list[object] = [SignalReceived(b) for b in _drain(self._signals) if b]
         while True:
             try:
                 received.append(self._messages.get_nowait())
             except queue.Empty:
                 return received
+
+
+def _drain(fd: int) -> bytes:
+    woken = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return woken
+        if not chunk:
+            return woken
+        woken += chunk
 
 
 def _ignore(signum: int, frame: object) -> None:

@@ -68,6 +68,52 @@ def secrets_of_env(env: Mapping[str, str]) -> set[str]:
     return by_name.union(*(uri_passwords(value) for value in env.values()))
 
 
+# `NAME: value` or `NAME=value` on one line of a file, for files YAML cannot read.
+_SECRET_LINE = re.compile(r"""^[\s-]*["']?([A-Za-z_][A-Za-z0-9_-]*)["']?\s*[:=]\s*(.*?)\s*$""")
+
+
+def secrets_in_file(path: str) -> set[str]:
+    """Best effort for a site file that failed to load, before its problems are shown.
+
+    Its problems echo values, and its new secrets were never registered (the file
+    was refused), so they are looked for anywhere in it: values under secret-looking
+    names (mapping keys, compose-style "NAME=value" items, raw lines) and URI passwords.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            text = stream.read()
+    except OSError:
+        return set()
+    found = uri_passwords(text)
+    for line in text.splitlines():
+        match = _SECRET_LINE.match(line)
+        if match and is_secret_key(match.group(1)):
+            found.add(match.group(2).strip("'\""))
+    try:
+        import yaml
+        found |= _secrets_in_tree(yaml.safe_load(text), "")
+    except Exception:  # not YAML: the lines above are all there is
+        pass
+    return {value for value in found if value}
+
+
+def _secrets_in_tree(node: Any, key: str) -> set[str]:
+    if isinstance(node, Mapping):
+        return set().union(*(_secrets_in_tree(value, str(name)) for name, value in node.items()))
+    if isinstance(node, list):
+        return set().union(*(_secrets_in_tree(item, key) for item in node))
+    if node is None or isinstance(node, bool):
+        return set()
+    text = str(node)
+    name, equals, value = text.partition("=")
+    found = uri_passwords(text)
+    if is_secret_key(key):
+        found.add(text)
+    if equals and is_secret_key(name):
+        found.add(value)
+    return found
+
+
 def mask_env(env: Mapping[str, str]) -> dict[str, str]:
     """The environment made safe to print; empty secrets stay empty to show they are unset."""
     redactor = Redactor()

@@ -54,6 +54,7 @@ class RoleView:
     probe_unhealthy_run: tuple | None = None  # the run the daemon's probe gave up on
     probe_healthy: bool | None = None  # the daemon's probe, for the current run
     has_probe: bool = False
+    refused_container: str | None = None  # the engine refused to start it: replace, don't retry
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,8 @@ def new_failures(world: World) -> list[Failure]:
         holder = world.holder(spec.name)
         if holder is None:
             gone = ("gone", view.last_container_id)
-            if view.last_container_id and view.counted_run != gone:
+            still_there = any(o.id == view.last_container_id for o in world.observed)  # renamed by a reload
+            if view.last_container_id and view.counted_run != gone and not still_there:
                 failures.append(Failure(role, gone, Cause.REMOVED))
             continue
         if not world.owns(holder) or holder.role != role or holder.run == view.counted_run:
@@ -207,13 +209,19 @@ def _action_for(role: str, spec: ContainerSpec, holder: Observed | None, view: R
     if holder is None:
         return Create(role, spec)
     if holder.spec_hash != spec.hash or holder.image_id != spec.image_id:
-        if holder.running and not rollout_open:
+        # A run counted as failed (unhealthy) serves nothing: replacing it takes nothing down,
+        # and waiting could be forever when the rollout waits on this very role.
+        if holder.running and not rollout_open and view.counted_run != holder.run:
             return None
         return Create(role, spec, replace=holder, reason="changed")
     if holder.running:
         # A running container whose current run was counted as a failure is unhealthy.
         return Restart(role, holder) if view.counted_run == holder.run else None
     if holder.status in RESTARTABLE_STATES:
+        # A container the engine refused to start may never start again (after a dockerd
+        # restart: "task … already exists"); a fresh one from the same spec does.
+        if view.refused_container == holder.id:
+            return Create(role, spec, replace=holder, reason="refused")
         return Start(role, holder)
     if holder.status == "dead":
         return Create(role, spec, replace=holder, reason="dead")
@@ -239,13 +247,24 @@ def ready(world: World, role: str) -> bool:
     if holder is None or not holder.running or not world.owns(holder):
         return False
     view = world.role(role)
+    if view.busy:
+        return False  # a restart or recreate is under way: what is observed is on its way out
     if holder.health not in (None, "healthy"):
         return False
     return not view.has_probe or view.probe_healthy is True
 
 
 def _rollout_open(world: World) -> bool:
-    """A changed container is recreated only once the previous one is ready again."""
+    """A changed container is recreated only once the previous one is ready again.
+
+    A busy role whose container is missing or out of date may be a recreate in
+    flight, whether or not `rolling` names it yet: wait for it too.
+    """
+    for role, spec in world.desired.items():
+        holder = world.holder(spec.name)
+        if world.role(role).busy and (holder is None or holder.spec_hash != spec.hash
+                                      or holder.image_id != spec.image_id):
+            return False
     return world.rolling is None or world.rolling not in world.desired or ready(world, world.rolling)
 
 

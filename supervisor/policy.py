@@ -28,6 +28,8 @@ class RestartTracker:
         engine refused a create or start): they back off the same way but never
         end in `failed`, so a database that is down for an hour does not strand Indico.
         """
+        if self.failed:
+            return None  # given up until a reload (`forgive`), however old the crash loop is
         if uptime is not None and uptime >= self.policy.reset_after:
             self.consecutive = 0
             self.recent.clear()
