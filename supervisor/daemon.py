@@ -20,10 +20,11 @@ from . import engine as engine_edge
 from . import logs
 from .config import load_site
 from .health import Prober, ProbeVerdict
-from .inbox import (ActionDone, ActionFailed, ContainerGone, ContainerSeen, EngineBack, EngineLost,
-                    Inbox, PullProgress, Resynced, SignalReceived)
+from .inbox import (ActionDone, ActionFailed, ContainerGone, ContainerSeen, EngineBack, EngineLost, Inbox,
+                    PullProgress, Resynced, SignalReceived)
 from .model import RestartPolicy, Site
 from .notify import Notifier
+from .watcher import watch_engine
 from .plan import (Create, Observed, Remove, ResolveImage, Restart, RoleView, Start, World,
                    new_failures, plan, ready)
 from .policy import RestartTracker
@@ -36,7 +37,6 @@ RESYNC_EVERY = 30.0  # seconds; events do the work, this only catches what they 
 MAX_SLEEP = 10.0
 STATE_HEARTBEAT = 10.0  # the state file is rewritten at least this often, so `status` can tell it is fresh
 IMAGE_RETRY = RestartPolicy(backoff=5, max_backoff=300)
-RECONNECT_MAX = 10.0  # a ping every 10 s while the engine is down costs nothing
 
 
 @dataclass
@@ -110,7 +110,8 @@ class Daemon:
         self.inbox.catch(signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
         self.log.info("daemon_started", site=self.site.site, config=self.config_path, pid=os.getpid(),
                       containers=len(self.site.enabled()))
-        threading.Thread(target=self._watch_engine, name="engine-events", daemon=True).start()
+        threading.Thread(target=watch_engine, args=(self.site.site, self.inbox.put, self.watcher_stop),
+                         name="engine-events", daemon=True).start()
         while self.exit_code is None:
             for message in self.inbox.wait(self._sleep_time()):
                 handler = getattr(self, "on_" + _snake(type(message).__name__))
@@ -177,8 +178,6 @@ class Daemon:
                 self.log.error("container_blocked", role=role, reason=why)
         self.blocked = result.blocked
         for action in result.actions:
-            if _rolls(action) and self.rolling in self.roles and self.roles[self.rolling].busy:
-                continue  # one changed container at a time: the previous one is still being recreated
             self._start_action(action)
         self._sync_probers(world)
 
@@ -333,8 +332,6 @@ class Daemon:
         rt = self.roles.get(action.role)
         if isinstance(action, Create) and action.replace is not None:
             self.observed.pop(action.replace.id, None)
-            if action.reason == "changed" and action.replace.running:
-                self.rolling = action.role
         self._see(container)
         if rt is None:
             return
@@ -416,29 +413,6 @@ class Daemon:
                 prober.start()
         for role in [r for r in self.probers if r not in world.desired]:
             self.probers.pop(role).stop()
-
-    def _watch_engine(self) -> None:
-        """Thread: follow the site's container events; on loss, reconnect with backoff."""
-        delay = 1.0
-        while not self.watcher_stop.is_set():
-            try:
-                watcher = engine_edge.Engine(self.site.site, timeout=30)
-                stream = watcher.events()
-                self.inbox.put(EngineBack())  # after the stream is open, so the resync misses nothing
-                delay = 1.0
-                for event in stream:
-                    if (event.get("Action") or "").split(":")[0] not in engine_edge.INTERESTING_EVENTS:
-                        continue
-                    at = time.monotonic()
-                    seen = watcher.inspect(event["id"], at)
-                    self.inbox.put(ContainerSeen(seen) if seen else ContainerGone(event["id"], at))
-                raise ConnectionError("the engine closed the event stream")
-            except Exception as error:
-                if self.watcher_stop.is_set():
-                    return
-                self.inbox.put(EngineLost(engine_edge.reason(error)))
-                self.watcher_stop.wait(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
 
     # Reload and stop.
 

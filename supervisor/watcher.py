@@ -1,0 +1,41 @@
+"""The engine's event stream, followed on its own thread: every event becomes a fresh look.
+
+An event says only that something happened; the container is inspected right
+away and the loop gets what is true now, so a late or reordered event cannot
+mislead it. When the stream breaks the engine is reported lost and reconnected
+with backoff; the stream is open again before the loop is told, so the resync
+that follows misses nothing.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from . import engine as engine_edge
+from .inbox import ContainerGone, ContainerSeen, EngineBack, EngineLost
+
+RECONNECT_MAX = 10.0  # a ping every 10 s while the engine is down costs nothing
+
+
+def watch_engine(site: str, post: Callable[[object], None], stop: threading.Event) -> None:
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            watcher = engine_edge.Engine(site, timeout=30)
+            stream = watcher.events()
+            post(EngineBack())
+            delay = 1.0
+            for event in stream:
+                if (event.get("Action") or "").split(":")[0] not in engine_edge.INTERESTING_EVENTS:
+                    continue  # our own exec probes, attach, resize: nothing to look at
+                at = time.monotonic()
+                seen = watcher.inspect(event["id"], at)
+                post(ContainerSeen(seen) if seen else ContainerGone(event["id"], at))
+            raise ConnectionError("the engine closed the event stream")
+        except Exception as error:
+            if stop.is_set():
+                return
+            post(EngineLost(engine_edge.reason(error)))
+            stop.wait(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
