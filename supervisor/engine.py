@@ -167,10 +167,16 @@ class _PullReporter:
         self.last = 0.0
 
     def feed(self, line: dict) -> None:
-        layer = line.get("id")
-        if layer and "status" in line:
+        layer, status = line.get("id"), line.get("status", "")
+        # "Pulling from REPO" carries the tag as its id: it is not a layer.
+        if layer and status and not status.startswith("Pulling from"):
+            _, current, total = self.layers.get(layer, ("", 0, 0))
             detail = line.get("progressDetail") or {}
-            self.layers[layer] = (line["status"], detail.get("current", 0), detail.get("total", 0))
+            if status == "Downloading":
+                current, total = detail.get("current", current), detail.get("total", total)
+            elif status in ("Download complete", "Extracting", "Pull complete"):
+                current = total  # fully downloaded; later lines carry no (or extraction) counts
+            self.layers[layer] = (status, current, total)
         if time.monotonic() - self.last >= PROGRESS_EVERY:
             self._emit()
 

@@ -98,3 +98,35 @@ def run_daemon(tmp_path, busybox, site_name, docker_client):
     for daemon in started:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.kill()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> str:
+    """A local image registry for pull tests: yields "127.0.0.1:PORT"; stopped at the end.
+
+    Docker Hub is out of reach, so pulls go to Distribution (Debian's `docker-registry`)
+    on a loopback port, which dockerd accepts over plain HTTP. Fails, never skips.
+    """
+    import signal
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    directory = tmp_path_factory.mktemp("registry")
+    tool = Path(__file__).parent / "tools" / "ensure-registry"
+    try:
+        done = subprocess.run([str(tool), str(directory), str(port)], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        done = None
+    if done is None or done.returncode != 0 or not done.stdout.strip().isdigit():
+        said = "timed out after 300s" if done is None else f"exit {done.returncode}:\n{done.stderr[-3000:]}"
+        pytest.fail(f"could not start a local registry with {tool} ({said})", pytrace=False)
+    pid = int(done.stdout.strip().splitlines()[-1])
+    yield f"127.0.0.1:{port}"
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
