@@ -75,26 +75,30 @@ def _run(args: argparse.Namespace) -> int:
         log.error("daemon_not_started", file=error.file, problems=len(error.problems),
                   hint=f"fix the file, check it with `indico-supervisor check-config --config {args.config}`")
         return EXIT_USAGE
-    lock = _lock(os.path.join(runtime_dir(), f"{site.site}.lock"))
-    if lock is None:
+    if _another_daemon_runs(os.path.join(runtime_dir(), f"{site.site}.lock")):
         log.error("daemon_not_started", site=site.site,
                   hint=f"another indico-supervisor already runs site {site.site} on this host")
         return EXIT_USAGE
     return Daemon(args.config, site).run()
 
 
-def _lock(path: str):
+_held_locks: list = []  # open for the life of the process: closing a handle releases its lock
+
+
+def _another_daemon_runs(path: str) -> bool:
     """One daemon per site and host: two would fight over the same containers."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         handle = open(path, "a")
     except OSError:
-        return sys.stdin  # no runtime directory to lock in (an unprivileged trial run): go on
+        return False  # no runtime directory to lock in (an unprivileged trial run): nothing to enforce
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return None
-    return handle
+        handle.close()
+        return True
+    _held_locks.append(handle)
+    return False
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ import http.client
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,19 +44,26 @@ def check_tcp(ip: str, port: int, timeout: float) -> tuple[bool, str]:
 
 
 def check_exec(run_exec: Callable[[list[str]], int], command: tuple[str, ...], timeout: float) -> tuple[bool, str]:
-    # exec_run has no timeout of its own; wait for it on a helper thread instead.
-    # Not `with`: leaving the block would wait for a hung exec, defeating the timeout.
-    pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        future = pool.submit(run_exec, list(command))
-        code = future.result(timeout=timeout)
-    except TimeoutError:
-        return False, f"{' '.join(command)}: no answer within {timeout:g}s"
-    except Exception as error:  # the engine refused the exec: the container is not healthy either
-        return False, f"{' '.join(command)}: {error}"
-    finally:
-        pool.shutdown(wait=False)  # a hung exec's thread ends when the exec does
-    return code == 0, f"{' '.join(command)}: exit code {code}"
+    # exec_run has no timeout of its own: wait for it on a daemon thread, bounded. A
+    # daemon thread, not a pool worker: those are joined at exit, so a hung exec
+    # would hold up the daemon's own stop.
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["code"] = run_exec(list(command))
+        except Exception as error:  # the engine refused the exec: the container is not healthy either
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="probe-exec", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    shown = " ".join(command)
+    if worker.is_alive():
+        return False, f"{shown}: no answer within {timeout:g}s"
+    if "error" in outcome:
+        return False, f"{shown}: {outcome['error']}"
+    return outcome["code"] == 0, f"{shown}: exit code {outcome['code']}"
 
 
 class Prober(threading.Thread):
