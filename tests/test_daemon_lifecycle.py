@@ -93,3 +93,15 @@ def test_status_shows_daemon_and_engine_views_and_says_when_the_daemon_is_down(r
     down = status()
     assert down.returncode == 0
     assert "daemon not running" in down.stdout and "absent" in down.stdout
+
+
+def test_a_second_daemon_for_the_same_site_is_refused_and_touches_nothing(run_daemon, docker_client, site_name):
+    first = run_daemon({"worker": {}}).start()
+    first.wait_ready()
+    before = {n: c.id for n, c in site_containers(docker_client, site_name).items()}
+    second = run_daemon({"worker": {}}).start()
+    assert second.process.wait(30) == 2
+    refused = second.wait_event("daemon_not_started")
+    assert refused["priority"] == 3 and "already runs site" in refused["hint"]
+    assert {n: c.id for n, c in site_containers(docker_client, site_name).items()} == before
+    assert first.process.poll() is None
