@@ -79,7 +79,28 @@ def _run(args: argparse.Namespace) -> int:
         log.error("daemon_not_started", site=site.site,
                   hint=f"another indico-supervisor already runs site {site.site} on this host")
         return EXIT_USAGE
-    return Daemon(args.config, site).run()
+    daemon = Daemon(args.config, site)
+    exit_code = daemon.run()
+    if daemon.reexec:
+        _exec_fresh_daemon(log)
+    return exit_code
+
+
+def _exec_fresh_daemon(log) -> None:
+    """Replace this process with the (possibly upgraded) daemon: same PID, same arguments.
+
+    Our descriptors, the site lock's among them, are close-on-exec, so the new daemon
+    takes the lock afresh; the containers were left running and it adopts them.
+    """
+    argv = [sys.executable, "-m", "supervisor", *sys.argv[1:]]
+    log.info("daemon_reexec", argv=" ".join(argv))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as error:  # returning non-zero lets systemd's Restart= start it instead
+        log.error("daemon_reexec_failed", reason=str(error))
+        sys.exit(1)
 
 
 _held_locks: list = []  # open for the life of the process: closing a handle releases its lock

@@ -96,6 +96,7 @@ class Daemon:
         self.stopping = False
         self.stop_queue: list[_StopContainer] = []
         self.exit_code: int | None = None
+        self.reexec = False  # set by SIGUSR2: after the loop, the caller execs a fresh daemon
         self.next_resync = 0.0
         self.next_watchdog = time.monotonic()
         self.resync_busy = False
@@ -107,7 +108,7 @@ class Daemon:
     # The loop.
 
     def run(self) -> int:
-        self.inbox.catch(signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+        self.inbox.catch(signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
         self.log.info("daemon_started", site=self.site.site, config=self.config_path, pid=os.getpid(),
                       containers=len(self.site.enabled()))
         threading.Thread(target=watch_engine, args=(self.site.site, self.inbox.put, self.watcher_stop),
@@ -264,6 +265,15 @@ class Daemon:
             self.reload()
         elif message.signum in (signal.SIGTERM, signal.SIGINT):
             self.begin_stop(signal.Signals(message.signum).name)
+        elif message.signum == signal.SIGUSR1:
+            # The package's prerm on removal: the daemon goes, Indico stays up.
+            self.begin_stop("SIGUSR1", leave=True)
+        elif message.signum == signal.SIGUSR2 and not self.stopping:
+            # The package's postinst on upgrade: the new code takes over under the same PID
+            # (systemd sees one unit, never stopped) and adopts every container.
+            self.reexec = True
+            self.notifier.reloading()
+            self.begin_stop("SIGUSR2", leave=True)
 
     def on_container_seen(self, message: ContainerSeen) -> None:
         self._see(message.container)
@@ -463,18 +473,19 @@ class Daemon:
         for role in [r for r, rt in self.roles.items() if r not in enabled and not rt.busy]:
             del self.roles[role]
 
-    def begin_stop(self, signal_name: str) -> None:
+    def begin_stop(self, signal_name: str, leave: bool = False) -> None:
         if self.stopping:
             self.log.warning("stop_abandoned", signal=signal_name, hint="second stop signal: exiting at once")
             sys.stdout.flush()
             os._exit(1)
         self.stopping = True
-        self.notifier.stopping()
         for prober in self.probers.values():
             prober.stop()
         self.probers.clear()
-        if self.site.stop_on_exit == "leave":
-            self.log.info("daemon_stopping", signal=signal_name, on_exit="leave",
+        if leave or self.site.stop_on_exit == "leave":
+            if not self.reexec:
+                self.notifier.stopping()
+            self.log.info("daemon_stopping", signal=signal_name, on_exit="reexec" if self.reexec else "leave",
                           containers_left_running=sum(1 for c in self.observed.values() if c.site and c.running))
             self.exit_code = 0
             return
@@ -482,6 +493,7 @@ class Daemon:
         owned = [c for c in self.observed.values() if c.site and c.status in ("running", "created", "exited", "paused")]
         # Reverse start order; containers of roles no longer configured go first.
         owned.sort(key=lambda c: -order.index(c.role) if c.role in order else -len(order) - 1)
+        self.notifier.stopping()
         self.stop_queue = [_StopContainer(c, self._stop_timeout(c.role)) for c in owned]
         self.log.info("daemon_stopping", signal=signal_name, on_exit="stop", containers=len(self.stop_queue))
 

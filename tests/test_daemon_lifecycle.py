@@ -105,3 +105,38 @@ def test_a_second_daemon_for_the_same_site_is_refused_and_touches_nothing(run_da
     assert refused["priority"] == 3 and "already runs site" in refused["hint"]
     assert {n: c.id for n, c in site_containers(docker_client, site_name).items()} == before
     assert first.process.poll() is None
+
+
+def test_sigusr1_exits_and_leaves_containers_running(run_daemon, docker_client, site_name):
+    # What the package's prerm sends on removal: the daemon goes, Indico stays up.
+    daemon = run_daemon({"worker": {}, "celery": {}}).start()
+    daemon.wait_ready()
+    before = {n: c.id for n, c in site_containers(docker_client, site_name).items()}
+    daemon.signal(signal.SIGUSR1)
+    assert daemon.process.wait(30) == 0
+    assert daemon.events("daemon_stopping", signal="SIGUSR1", on_exit="leave")
+    assert not daemon.events("container_stopping")
+    assert {n: c.id for n, c in site_containers(docker_client, site_name).items()} == before
+    assert running_names(docker_client, site_name) == set(before)
+
+
+def test_sigusr2_reexecs_under_the_same_pid_and_adopts_without_a_bounce(run_daemon, docker_client, site_name):
+    # What the package's postinst sends on upgrade: new code, same PID, containers untouched.
+    daemon = run_daemon({"worker": {}, "celery": {}}).start()
+    daemon.wait_ready()
+    before = {n: (c.id, c.attrs["State"]["StartedAt"]) for n, c in site_containers(docker_client, site_name).items()}
+    pid = daemon.process.pid
+    daemon.signal(signal.SIGUSR2)
+    daemon.wait_event("daemon_reexec")
+    started = daemon.wait_event("daemon_started", count=2)
+    assert int(started["pid"]) == pid and daemon.process.poll() is None
+    daemon.wait_event("daemon_ready", count=2)
+    after = {n: (c.id, c.attrs["State"]["StartedAt"]) for n, c in site_containers(docker_client, site_name).items()}
+    assert after == before
+    assert not daemon.events("container_stopping") and not daemon.events("container_recreated")
+
+    # The fresh daemon holds the site lock and still supervises.
+    kill_main_process(docker_client, f"{site_name}-worker")
+    daemon.wait_event("container_restarted", role="worker")
+    assert daemon.stop() == 0
+    assert site_containers(docker_client, site_name) == {}
