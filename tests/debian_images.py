@@ -55,11 +55,14 @@ class Recipe:
     # Dockerfile-style instructions for `docker import --change` (ENV, CMD, USER, …).
     changes: tuple[str, ...] = ()
     variant: str = "apt"  # mmdebstrap --variant
+    # Trust the machine's own extra CAs (/usr/local/share/ca-certificates): where egress
+    # goes through a TLS-inspecting proxy, apt and pip inside the image need them too.
+    host_ca: bool = False
 
     def tag(self) -> str:
         key = json.dumps(
             {**dataclasses.asdict(self), "suite": SUITE, "arch": platform.machine(),
-             "build": BUILD_VERSION},
+             "build": BUILD_VERSION, "host_ca_files": _host_ca_digest() if self.host_ca else None},
             sort_keys=True,
         )
         return hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -68,12 +71,29 @@ class Recipe:
         return f"{REPOSITORY_PREFIX}{self.name}:{self.tag()}"
 
 
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+
+def _host_ca_files() -> list[Path]:
+    return sorted(HOST_CA_DIR.glob("**/*.crt")) if HOST_CA_DIR.is_dir() else []
+
+
+def _host_ca_digest() -> str:
+    h = hashlib.sha256()
+    for path in _host_ca_files():
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 # Recipes shared by several test modules. Tests may define their own Recipe too.
 PYTHON = Recipe(
     name="debian-python",
     packages=("python3", "python3-venv", "ca-certificates"),
     changes=("ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             # pip (23.x in bookworm) trusts only its own certifi bundle unless told.
+             "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
              'CMD ["/bin/bash"]'),
+    host_ca=True,
 )
 
 
@@ -134,6 +154,12 @@ def build_rootfs(recipe: Recipe, tar_path: str, log: Callable[[str], None]) -> N
         script.write(recipe.customize)
         script.close()
         cmd.append(f'--customize-hook=chroot "$1" /bin/sh -e < {script.name}')
+    if recipe.host_ca and _host_ca_files():
+        if "ca-certificates" not in recipe.packages:
+            raise ValueError(f"recipe {recipe.name}: host_ca needs the ca-certificates package")
+        copies = " ".join(f"'{p}'" for p in _host_ca_files())
+        cmd.append(f'--customize-hook=mkdir -p "$1{HOST_CA_DIR}" && cp {copies} "$1{HOST_CA_DIR}/"'
+                   ' && chroot "$1" update-ca-certificates')
     # apt's lists and caches are not needed once installed.
     cmd.append('--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin')
     cmd += [SUITE, tar_path, *host_apt_sources()]
