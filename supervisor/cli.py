@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -48,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     status = command("status", _status, "show the site's containers as the daemon and the engine see them")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    exec_ = command("exec", _exec, "run a one-shot command (e.g. make-config, indico db prepare) in a container "
+                                   "with a role's image, user, volumes, network and env; its output and exit "
+                                   "status are ours, and it is removed afterwards. No stdin or TTY: interactive "
+                                   "commands such as `indico shell` are not supported")
+    exec_.add_argument("--role", default="worker", help="whose settings to use (default worker; a disabled role works too)")
+    exec_.add_argument("args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="the command, after --")
+    build = command("build-image", _build_image, "build the worker image through the Docker engine")
+    build.add_argument("--context", metavar="DIR", help="the directory with the Dockerfile (default "
+                       "/usr/share/indico-supervisor/image if present, else the checkout's image/)")
+    build.add_argument("--tag", help="default: the worker's image in the site file, else indico-worker:latest")
+    build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE", dest="build_args")
+    build.add_argument("--pull", action="store_true", help="pull a newer base image first")
     return parser
 
 
@@ -160,6 +173,59 @@ def _status(args: argparse.Namespace) -> int:
         print(f"site {site.site}; daemon {daemon_note}; engine {engine_note}")
         print(render_table(rows, time.time()))
     return 0
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from .oneshot import ExecRefused, run_oneshot
+
+    command = args.args[1:] if args.args[:1] == ["--"] else args.args
+    if not command:
+        print("indico-supervisor exec: no command; give it after --, e.g. "
+              "`indico-supervisor exec -- indico db prepare`", file=sys.stderr)
+        return EXIT_USAGE
+    site = load_site(args.config)
+    with _engine_errors_end_here("exec"):
+        from .engine import connect_patient
+        try:
+            return run_oneshot(site, args.role, command, connect_patient())
+        except ExecRefused as refused:
+            print(f"indico-supervisor exec: {refused}", file=sys.stderr)
+            return EXIT_USAGE
+    return 1  # reached only when the engine failed
+
+
+def _build_image(args: argparse.Namespace) -> int:
+    from .build import BuildRefused, build_image, check_context, default_context, default_tag, parse_build_args
+
+    try:
+        context = check_context(args.context or default_context())
+        buildargs = parse_build_args(args.build_args)
+    except BuildRefused as refused:
+        print(f"indico-supervisor build-image: {refused}", file=sys.stderr)
+        return EXIT_USAGE
+    tag = args.tag
+    if not tag:
+        tag, origin = default_tag(args.config)
+        print(f"tag {tag} ({origin})", flush=True)
+    with _engine_errors_end_here("build-image"):
+        from .engine import connect_patient
+        return build_image(connect_patient(), context, tag, buildargs, args.pull,
+                           lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+    return 1  # reached only when the engine failed
+
+
+@contextlib.contextmanager
+def _engine_errors_end_here(command: str):
+    """An engine that is away or refuses: one line on stderr (the caller then exits 1), not a traceback."""
+    import docker.errors
+    import requests.exceptions
+    from .engine import is_unreachable, reason
+
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError) as error:
+        what = "cannot reach the Docker engine" if is_unreachable(error) else "the Docker engine refused"
+        print(f"indico-supervisor {command}: {what}: {' '.join(reason(error).split())}", file=sys.stderr)
 
 
 def _engine_view(container, site: str) -> str:

@@ -14,13 +14,13 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import engine as engine_edge
 from . import logs
 from .config import load_site
 from .health import Prober, ProbeVerdict
-from .inbox import (ActionDone, ActionFailed, ContainerGone, ContainerSeen, EngineBack, EngineLost, Inbox,
+from .inbox import (ActionDone, ActionFailed, ContainerDied, ContainerGone, ContainerSeen, EngineBack, EngineLost, Inbox,
                     PullProgress, Resynced, SignalReceived)
 from .model import RestartPolicy, Site
 from .notify import Notifier
@@ -278,6 +278,13 @@ class Daemon:
     def on_container_seen(self, message: ContainerSeen) -> None:
         self._see(message.container)
 
+    def on_container_died(self, message: ContainerDied) -> None:
+        known = self.observed.get(message.container_id)
+        if known is None or not known.running or known.observed_at > message.observed_at:
+            return  # the inspect that follows every event tells the rest
+        self._see(replace(known, status="exited", exit_code=message.exit_code, oom_killed=message.oom_killed,
+                          finished_at=time.time(), health=None, observed_at=message.observed_at))
+
     def on_container_gone(self, message: ContainerGone) -> None:
         known = self.observed.get(message.container_id)
         if known is not None and known.observed_at <= message.observed_at:
@@ -380,6 +387,9 @@ class Daemon:
             if rt is None:
                 return
             rt.busy = False
+            if isinstance(action, Create) and action.replace is not None:
+                # We removed the old one before the create failed: its absence is no removal behind our back.
+                rt.counted_run = ("gone", action.replace.id)
             if message.unreachable:
                 return  # the engine went away; its return brings a resync, not a penalty
             rt.error = message.error

@@ -26,6 +26,19 @@ def connect(timeout: float = 60) -> docker.DockerClient:
     return docker.from_env(timeout=timeout)
 
 
+def connect_patient() -> docker.DockerClient:
+    """A client for jobs and builds that may stay silent for minutes: no read timeout.
+
+    A short ping first, so an engine that is down or hung is reported at once.
+    """
+    probe = connect(timeout=10)
+    try:
+        probe.ping()
+    finally:
+        probe.close()
+    return docker.from_env(timeout=None)
+
+
 def is_unreachable(error: BaseException) -> bool:
     """The engine itself is gone, as opposed to refusing one request."""
     if isinstance(error, (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError)):

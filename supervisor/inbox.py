@@ -28,6 +28,20 @@ class ContainerSeen:
 
 
 @dataclass(frozen=True)
+class ContainerDied:
+    """Straight from a `die` event, before any inspect: the fast path to a restart.
+
+    Inspecting a container that just died waits for the engine to finish cleaning it
+    up; a `start` sent at once waits for the same lock and then runs, so posting the
+    death first takes that wait out of the recovery time.
+    """
+    container_id: str
+    exit_code: int | None
+    oom_killed: bool
+    observed_at: float
+
+
+@dataclass(frozen=True)
 class ContainerGone:
     container_id: str
     observed_at: float

@@ -17,6 +17,10 @@ LABEL_PREFIX = "io.indico-supervisor."
 LABEL_SITE = LABEL_PREFIX + "site"
 LABEL_ROLE = LABEL_PREFIX + "role"
 LABEL_HASH = LABEL_PREFIX + "spec-hash"
+# One-shot containers (`indico-supervisor exec`) carry these instead of LABEL_SITE:
+# the daemon would take a site-labelled container of an unknown role for an orphan.
+LABEL_ONESHOT = LABEL_PREFIX + "oneshot"
+LABEL_ONESHOT_ROLE = LABEL_PREFIX + "oneshot-role"
 
 _NANOSECONDS = 1_000_000_000
 
@@ -77,6 +81,21 @@ class ContainerSpec:
                                      "timeout": int(h.timeout * _NANOSECONDS), "retries": h.retries,
                                      "start_period": int(h.start_period * _NANOSECONDS)}
         return kwargs
+
+
+def oneshot_create_kwargs(site: str, container: Container, command: list[str], name: str) -> dict:
+    """Arguments to create a one-shot job container dressed as `container`'s role.
+
+    Same image, user, binds, network, env, log settings and stop signal; `command`
+    replaces the role's. Host ports and health checks are left out: the role's
+    own container may hold those ports, and a job that ends is not a service
+    (the image's HEALTHCHECK is switched off for the same reason).
+    """
+    kwargs = ContainerSpec(site, container).create_kwargs()
+    kwargs.pop("ports", None)
+    kwargs.update(name=name, command=list(command), healthcheck={"test": ["NONE"]},
+                  labels={LABEL_ONESHOT: site, LABEL_ONESHOT_ROLE: container.role})
+    return kwargs
 
 
 def spec_hash(container: Container, image_id: str | None) -> str:

@@ -13,7 +13,7 @@ import time
 from typing import Callable
 
 from . import engine as engine_edge
-from .inbox import ContainerGone, ContainerSeen, EngineBack, EngineLost
+from .inbox import ContainerDied, ContainerGone, ContainerSeen, EngineBack, EngineLost
 
 RECONNECT_MAX = 10.0  # a ping every 10 s while the engine is down costs nothing
 
@@ -26,10 +26,24 @@ def watch_engine(site: str, post: Callable[[object], None], stop: threading.Even
             stream = watcher.events()
             post(EngineBack())
             delay = 1.0
+            oom_killed: set[str] = set()  # the engine says `oom` just before the `die` it causes
+            # A `kill` event means someone asked the engine (stop, kill, rm -f): not a crash
+            # to race, and maybe a removal, so that death waits for the inspect.
+            killed_on_request: set[str] = set()
             for event in stream:
-                if (event.get("Action") or "").split(":")[0] not in engine_edge.INTERESTING_EVENTS:
+                action = (event.get("Action") or "").split(":")[0]
+                if action not in engine_edge.INTERESTING_EVENTS:
                     continue  # our own exec probes, attach, resize: nothing to look at
                 at = time.monotonic()
+                if action == "oom":
+                    oom_killed.add(event["id"])
+                elif action == "kill":
+                    killed_on_request.add(event["id"])
+                elif action == "die":
+                    if event["id"] not in killed_on_request:
+                        post(ContainerDied(event["id"], _exit_code(event), event["id"] in oom_killed, at))
+                    oom_killed.discard(event["id"])
+                    killed_on_request.discard(event["id"])
                 seen = watcher.inspect(event["id"], at)
                 post(ContainerSeen(seen) if seen else ContainerGone(event["id"], at))
             raise ConnectionError("the engine closed the event stream")
@@ -39,3 +53,10 @@ def watch_engine(site: str, post: Callable[[object], None], stop: threading.Even
             post(EngineLost(engine_edge.reason(error)))
             stop.wait(delay)
             delay = min(delay * 2, RECONNECT_MAX)
+
+
+def _exit_code(event: dict) -> int | None:
+    try:
+        return int(event["Actor"]["Attributes"]["exitCode"])
+    except (KeyError, TypeError, ValueError):
+        return None

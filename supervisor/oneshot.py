@@ -1,0 +1,197 @@
+"""`indico-supervisor exec`: one job in a container dressed as a role's, streamed, then removed.
+
+For `exec -- make-config`, `exec -- indico db prepare` and the like: the job sees the
+same image, user, binds, network and env as the role's container, its output comes
+back live (stdout and stderr apart), its exit status becomes ours, and its container
+is removed whatever happens (exit, engine error, SIGINT, SIGTERM).
+
+The container carries `io.indico-supervisor.oneshot=<site>`, never the site label,
+so the daemon neither adopts nor removes it. No stdin or TTY: interactive commands
+(`indico shell`) are out of scope.
+"""
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shlex
+import signal
+import sys
+from typing import BinaryIO, Callable
+
+import docker
+import docker.errors
+
+from .engine import Engine, reason
+from .model import Container, Site
+from .problems import ConfigError, Problem
+from .spec import oneshot_create_kwargs
+
+NAME_INFIX = "-exec-"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_NAME_ATTEMPTS = 3
+
+
+class ExecRefused(Exception):
+    """A request we will not carry out as given (a user mistake): exit status 2."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; BaseException so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+def oneshot_name(site: str, suffix: str | None = None) -> str:
+    return f"{site}{NAME_INFIX}{suffix or secrets.token_hex(3)}"
+
+
+def role_container(site: Site, role: str) -> Container:
+    """The role's settings, enabled or not: a job may well run for a role this host does not serve."""
+    for container in site.containers:
+        if container.role == role:
+            return container
+    roles = ", ".join(c.role for c in site.containers)
+    raise ConfigError(site.path, [Problem(f"containers.{role}", f"no such role in this file (it has: {roles}); "
+                                                                f"choose one with --role ROLE")])
+
+
+def check_runnable(site: Site, container: Container) -> None:
+    """Refuse what could run as root by accident or take the name of a managed container."""
+    if container.uid == 0 and not container.allow_root:  # the file check refuses it too; never rely on one guard
+        raise ExecRefused(f"role {container.role} runs as UID 0 (root) without allow_root; refusing to run a job as root")
+    prefix = site.site + NAME_INFIX
+    clashing = [c for c in site.containers if c.name.startswith(prefix)]
+    if clashing:
+        names = ", ".join(f"containers.{c.role}.name = {c.name!r}" for c in clashing)
+        raise ExecRefused(f"{site.path}: {names}: one-shot containers are named {prefix}<random>, "
+                          f"so a managed container named like that could be taken for one; rename it")
+
+
+class OneShot:
+    """One run: create, attach, start, stream, wait, remove. `note` speaks on our stderr."""
+
+    def __init__(self, site: Site, container: Container, command: list[str], client: docker.DockerClient,
+                 out: BinaryIO, err: BinaryIO, note: Callable[[str], None]):
+        self.site, self.container, self.command = site, container, command
+        self.client, self.out, self.err, self.note = client, out, err, note
+        self.name = ""
+
+    def run(self) -> int:
+        container_id = None
+        with _stop_signals_raise():
+            try:
+                self._ensure_image()
+                with _signals_deferred():  # a container created but not yet known to us would be left behind
+                    container_id = self._create()
+                self.note(f"running {shlex.join(self.command)} in {self.name} "
+                          f"(role {self.container.role}, image {self.container.image})")
+                stream = self.client.api.attach(container_id, stdout=True, stderr=True, stream=True,
+                                                logs=True, demux=True)
+                self.client.api.start(container_id)
+                for out_chunk, err_chunk in stream:
+                    self._write("out", out_chunk)
+                    self._write("err", err_chunk)
+                return self.client.api.wait(container_id)["StatusCode"]
+            except Interrupted as interrupted:
+                self.note(f"{interrupted}: stopping {self.name or 'the job'} "
+                          f"(up to {self.container.stop_timeout:g}s)")
+                return interrupted.exit_code
+            finally:
+                if container_id is not None:
+                    self._remove(container_id)
+
+    def _ensure_image(self) -> None:
+        c = self.container
+        engine = Engine(self.site.site, self.client)
+        local = engine.image_id(c.image)
+        if local is not None and c.pull != "always":
+            return
+        if local is None and c.pull == "never":
+            raise ExecRefused(f"image {c.image} is not on this host and containers.{c.role}.pull is never; "
+                              f"build it (`indico-supervisor build-image`) or load it, then retry")
+        self.note(f"pulling {c.image}")
+        try:
+            engine.pull(c.image, lambda p: self.note(
+                f"pulling {c.image}: {p['layers_done']}/{p['layers']} layers, "
+                f"{p['bytes'] / 1e6:.1f}/{p['bytes_total'] / 1e6:.1f} MB"))
+        except docker.errors.DockerException as error:
+            if local is None:
+                raise
+            self.note(f"pull of {c.image} failed ({reason(error)}); using the image already on this host")
+
+    def _create(self) -> str:
+        for attempt in range(_NAME_ATTEMPTS):
+            self.name = oneshot_name(self.site.site)
+            kwargs = oneshot_create_kwargs(self.site.site, self.container, self.command, self.name)
+            try:
+                return self.client.containers.create(**kwargs).id
+            except docker.errors.APIError as error:
+                # A name taken by someone else's container: pick another, never touch theirs.
+                if error.status_code != 409 or attempt == _NAME_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write(self, which: str, chunk: bytes | None) -> None:
+        stream = self.out if which == "out" else self.err
+        if not chunk or stream is None:
+            return
+        try:
+            stream.write(chunk)
+            stream.flush()
+        except BrokenPipeError:  # `exec … | head`: the reader left; the job still runs to its end
+            setattr(self, which, None)
+
+    def _remove(self, container_id: str) -> None:
+        api = self.client.api
+        try:
+            try:
+                api.stop(container_id, timeout=int(round(self.container.stop_timeout)))
+            except Interrupted:
+                self.note("second signal: killing the job now")
+            for signum in _STOP_SIGNALS:  # removal is quick and must not be cut short; restored on leaving
+                signal.signal(signum, signal.SIG_IGN)
+            api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except Exception as error:  # the job's status matters more; say what is left behind
+            self.note(f"could not remove {self.name} ({reason(error)}); remove it with `docker rm -f {self.name}`")
+
+
+def run_oneshot(site: Site, role: str, command: list[str], client: docker.DockerClient,
+                out: BinaryIO | None = None, err: BinaryIO | None = None) -> int:
+    """Run `command` as a job of `role`; return its exit status (128+N if we were stopped by signal N)."""
+    container = role_container(site, role)
+    check_runnable(site, container)
+    note_stream = sys.stderr
+
+    def note(text: str) -> None:
+        print(f"indico-supervisor exec: {text}", file=note_stream, flush=True)
+
+    job = OneShot(site, container, command, client, out or sys.stdout.buffer, err or sys.stderr.buffer, note)
+    return job.run()
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise():
+    previous = {s: signal.signal(s, _raise_interrupted) for s in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM back; one that arrived meanwhile is raised on leaving."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
