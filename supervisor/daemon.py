@@ -34,6 +34,7 @@ from .status import SETTLED, RoleStatus, State, state_path, status_line, write_s
 
 MAX_PARALLEL = 8  # engine calls at once: 50 containers start in batches, not one by one
 RESYNC_EVERY = 30.0  # seconds; events do the work, this only catches what they missed
+BLOCKED_RESYNC_EVERY = 2.0
 MAX_SLEEP = 10.0
 STATE_HEARTBEAT = 10.0  # the state file is rewritten at least this often, so `status` can tell it is fresh
 IMAGE_RETRY = RestartPolicy(backoff=5, max_backoff=300)
@@ -178,6 +179,10 @@ class Daemon:
             if self.blocked.get(role) != why:
                 self.log.error("container_blocked", role=role, reason=why)
         self.blocked = result.blocked
+        if self.blocked:
+            # Events carry only our label, so a foreign container leaving a name we want
+            # is seen only by looking: look often while a role waits for that.
+            self.next_resync = min(self.next_resync, time.monotonic() + BLOCKED_RESYNC_EVERY)
         for action in result.actions:
             self._start_action(action)
         self._sync_probers(world)

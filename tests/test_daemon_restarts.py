@@ -161,6 +161,24 @@ def test_a_foreign_container_holding_a_wanted_name_blocks_only_that_role_and_is_
         foreign.remove(force=True)  # no site label: the fixture would not clean it up
 
 
+def test_a_blocked_role_starts_within_seconds_once_the_foreign_container_is_gone(
+        run_daemon, docker_client, busybox, site_name):
+    name = f"{site_name}-worker"
+    foreign = docker_client.containers.run(busybox, ["sleep", "600"], name=name, detach=True)
+    try:
+        daemon = run_daemon({"worker": {}}).start()
+        daemon.wait_event("container_blocked", role="worker")
+        daemon.wait_ready()
+    finally:
+        foreign.remove(force=True)
+    gone_at = time.monotonic()
+    # Not the 30 s resync: a blocked role makes the daemon look every couple of seconds.
+    daemon.wait_event("container_started", role="worker", timeout=10)
+    assert time.monotonic() - gone_at < 10
+    ours = docker_client.containers.get(name)
+    assert ours.status == "running" and ours.labels["io.indico-supervisor.site"] == site_name
+
+
 def test_an_engine_refusal_is_retried_with_growing_delay_and_the_rest_runs(run_daemon, docker_client, site_name):
     missing = f"nosuch-{site_name}"
     policy = {"backoff": "200ms", "max_backoff": "2s", "max_restarts": 2, "window": "1m"}
