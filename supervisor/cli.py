@@ -139,7 +139,7 @@ def _status(args: argparse.Namespace) -> int:
     from .engine import Engine, is_unreachable, reason
     from .status import daemon_alive, read_state, render_table, state_path
 
-    site = load_site(args.config)
+    site = load_site(args.config, check_paths=False)  # a missing bound directory is a thing to show, not a refusal
     state = read_state(state_path(site.site))
     alive = daemon_alive(state)
     try:

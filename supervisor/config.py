@@ -50,8 +50,12 @@ USER_PATTERN = re.compile(r"^(\d+):(\d+)$")
 PORT_PATTERN = re.compile(r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<host>\d+):(?P<container>\d+)(?:/(?P<proto>tcp|udp))?$")
 
 
-def load_site(path: str) -> Site:
-    """Read and check the site file; raise ConfigError with every problem in it."""
+def load_site(path: str, check_paths: bool = True) -> Site:
+    """Read and check the site file; raise ConfigError with every problem in it.
+
+    `check_paths=False` skips looking for host directories on disk: `status` must work
+    while a bound directory is missing, since that is when an admin needs it.
+    """
     try:
         with open(path, encoding="utf-8") as stream:
             text = stream.read()
@@ -62,26 +66,34 @@ def load_site(path: str) -> Site:
         raise ConfigError(path, [Problem("", f"cannot read the file: {error}")]) from None
     try:
         tree = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(path, [Problem("", "not valid YAML: nested too deeply")]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        reason = getattr(error, "problem", None) or str(error)
+        position = getattr(error, "position", None)  # a ReaderError: a character YAML does not accept
+        if mark is None and isinstance(position, int):
+            before = text[:position]
+            where = f"line {before.count(chr(10)) + 1}, column {position - before.rfind(chr(10))}: "
+        # The first line only: the rest names "<unicode string>", and one problem is one line.
+        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(path, [Problem("", f"not valid YAML: {where}{reason}")]) from None
-    return parse_site(tree, path)
+    return parse_site(tree, path, check_paths)
 
 
-def parse_site(tree: object, path: str) -> Site:
+def parse_site(tree: object, path: str, check_paths: bool = True) -> Site:
     reader = Reader()
-    site = _SiteReader(reader, os.path.dirname(os.path.abspath(path))).read(tree, path)
+    site = _SiteReader(reader, os.path.dirname(os.path.abspath(path)), check_paths).read(tree, path)
     if reader.problems or site is None:
         raise ConfigError(path, reader.problems or [Problem("", "the file is empty; start from examples/site.yaml")])
     return site
 
 
 class _SiteReader:
-    def __init__(self, reader: Reader, base_dir: str):
+    def __init__(self, reader: Reader, base_dir: str, check_paths: bool = True):
         self.r = reader
         self.base_dir = base_dir
+        self.check_paths = check_paths
 
     def read(self, tree: object, path: str) -> Site | None:
         if tree is None:
@@ -159,8 +171,9 @@ class _SiteReader:
         env = dict(defaults["env"] or {})
         env.update(self._env(body.get("env"), at("env")) or {})
         restart = defaults["restart"]
-        if "restart" in body and restart is not None:
-            restart = self._restart(body["restart"], at("restart"), restart)
+        if "restart" in body:
+            # Over the defaults when the site's own is broken: its mistakes are reported in the same pass.
+            restart = self._restart(body["restart"], at("restart"), restart or RestartPolicy())
         stop_timeout = self.r.duration(body["stop_timeout"], at("stop_timeout")) if "stop_timeout" in body else defaults["stop_timeout"]
         stop_signal = self._signal(body["stop_signal"], at("stop_signal")) if "stop_signal" in body else None
         probe = self._probe(body["health"], at("health")) if "health" in body else None
@@ -245,7 +258,7 @@ class _SiteReader:
         if host is None:
             return None
         host = os.path.normpath(os.path.join(self.base_dir, host))
-        if not os.path.isdir(host):
+        if self.check_paths and not os.path.isdir(host):
             self.r.problem(path, f"no such directory on this host ({host}); create it, owned by the container user", node)
             return None
         return host
@@ -260,7 +273,7 @@ class _SiteReader:
             self.r.problem(path, f"the container side must be an absolute path; expected {hint}", node)
             return None
         host = os.path.normpath(os.path.join(self.base_dir, parts[0]))
-        if not os.path.exists(host):
+        if self.check_paths and not os.path.exists(host):
             self.r.problem(path, f"no such file or directory on this host ({host}); create it first", node)
             return None
         return Bind(host, parts[1], read_only=len(parts) == 3 and parts[2] == "ro")

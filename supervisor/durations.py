@@ -14,16 +14,20 @@ def parse_duration(value: object) -> float:
     """Seconds as a float; ValueError for anything that is not a non-negative duration."""
     if isinstance(value, bool):  # bool is an int to Python, never a duration to an admin
         raise ValueError(HINT)
+    seconds = None
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(HINT)
-        return float(value)
-    if isinstance(value, str):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ValueError(HINT) from None
+    elif isinstance(value, str):
         match = _PATTERN.match(value)
         if match:
             number, unit = match.groups()
-            return float(number) * _UNITS[unit or "s"]
-    raise ValueError(HINT)
+            seconds = float(number) * _UNITS[unit or "s"]  # hundreds of digits give inf
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(HINT)
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

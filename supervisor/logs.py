@@ -22,8 +22,12 @@ _PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
 _LEVELS = {name: getattr(logging, name.upper()) for name in ("debug", "info", "warning", "error")}
 
 # Password part of scheme://user:password@host. The password runs to the last "@"
-# before the path so an unencoded "@" inside it cannot leave a tail visible.
-_URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)([^\s/]+)(@)")
+# before the path so an unencoded "@" inside it cannot leave a tail visible; failing
+# that, to the first "@", since SQLAlchemy (Indico's database URI) takes an unencoded "/".
+_URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)([^\s/]+|[^\s@\x22\x27\\]+)(@)")
+# A password as a query parameter: libpq's postgresql:///indico?password=…, ?auth_token=….
+_QUERY_SECRET = re.compile(r"([?&][A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|key)[A-Za-z0-9_.-]*=)"
+                           r"([^&#\s\x22\x27\\]+)", re.IGNORECASE)
 
 
 class Redactor:
@@ -44,7 +48,7 @@ class Redactor:
     def scrub(self, text: str) -> str:
         if self._pattern is not None:
             text = self._pattern.sub(MASK, text)
-        return _URI_PASSWORD.sub(rf"\1{MASK}\3", text)
+        return _QUERY_SECRET.sub(rf"\1{MASK}", _URI_PASSWORD.sub(rf"\1{MASK}\3", text))
 
 
 def _written_forms(secret: str) -> set[str]:
@@ -58,7 +62,7 @@ def is_secret_key(name: str) -> bool:
 
 
 def uri_passwords(text: str) -> set[str]:
-    found = {match.group(2) for match in _URI_PASSWORD.finditer(text)}
+    found = {match.group(2) for pattern in (_URI_PASSWORD, _QUERY_SECRET) for match in pattern.finditer(text)}
     # Code may log the decoded password it hands to a client library.
     return found | {unquote(password) for password in found}
 

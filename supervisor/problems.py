@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-_MAX_SHOWN = 80
+_MAX_SHOWN = 200  # long enough for a real path; a runaway value is still cut
 _MISSING = object()
 
 
@@ -19,9 +19,9 @@ class Problem:
 
     def render(self) -> str:
         where = self.path or "(top level)"
-        if self.value is _MISSING:
-            return f"{where}: {self.message}"
-        return f"{where} = {show(self.value)}: {self.message}"
+        text = f"{where}: {self.message}" if self.value is _MISSING else f"{where} = {show(self.value)}: {self.message}"
+        # A key or path with a line break in it must not split one problem over two lines.
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def show(value: object) -> str:

@@ -213,3 +213,26 @@ def test_mask_env():
         "API_KEY": "***",
         "SECRET_KEY": "",
     }
+
+
+@pytest.mark.parametrize("uri, secret, shown", [
+    # SQLAlchemy (Indico's SQLALCHEMY_DATABASE_URI) takes an unencoded "/" in the password.
+    ("postgresql://indico:S3cr/etPw@indico-db/indico", "S3cr/etPw", "postgresql://indico:***@indico-db/indico"),
+    # libpq takes the password as a query parameter too.
+    ("postgresql:///indico?host=db&password=S3cretQry&sslmode=require", "S3cretQry",
+     "postgresql:///indico?host=db&password=***&sslmode=require"),
+    ("amqp://mq/vhost?auth_token=T0kenValue", "T0kenValue", "amqp://mq/vhost?auth_token=***"),
+])
+def test_uri_credentials_in_any_spelling_are_found_and_masked(uri, secret, shown):
+    assert secret in logs.secrets_of_env({"DATABASE_URI": uri})
+    assert logs.mask_env({"DATABASE_URI": uri}) == {"DATABASE_URI": shown}
+    stream = capture("json")
+    logs.get_logger().info("url_seen", url=uri)
+    assert secret not in stream.getvalue() and json.loads(lines(stream)[0])["url"] == shown
+
+
+def test_uris_without_credentials_are_left_alone():
+    redactor = logs.Redactor()
+    for text in ("https://indico.example.org/event/1?q=a&page=2", "http://host:8080/path", "mail me@example.org",
+                 "redis://redis:6379/0"):
+        assert redactor.scrub(text) == text

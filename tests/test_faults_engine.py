@@ -1,0 +1,81 @@
+"""dockerd SIGKILLed under a running daemon, then started again: no crash, all back, no duplicate.
+
+Like test_daemon_engine_restart.py (which stops dockerd with SIGTERM), this kills the
+machine's engine, so it runs on its own: no other test may share the engine meanwhile.
+Unlike a clean stop, a SIGKILL leaves the engine no time to stop its containers; the
+dockerd that comes back (without live-restore) kills what it finds running, and may
+refuse to start a container whose task is still known to containerd.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.conftest import SITE_LABEL
+from tests.daemon_harness import site_containers, wait_until
+from tests.test_daemon_engine_restart import ENSURE_ENGINE
+
+ROLE_LABEL = "io.indico-supervisor.role"
+DOCKERD_LOG = "/var/log/indico-supervisor-dockerd.log"  # where tests/tools/ensure-engine sends it
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def live_dockerd_pids() -> list[int]:
+    """dockerd processes that are not zombies: nothing may reap a killed one here."""
+    found = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found if _state(int(pid)) not in (None, "Z")]
+
+
+def kill_dockerd() -> None:
+    pids = live_dockerd_pids()
+    assert len(pids) == 1, f"expected one dockerd, found {pids}"
+    os.kill(pids[0], signal.SIGKILL)
+    wait_until(lambda: not live_dockerd_pids(), timeout=30, what="dockerd to die")
+
+
+def start_dockerd_again() -> None:
+    if not live_dockerd_pids():
+        # ensure-engine's `pgrep -x dockerd` would take the killed one's zombie for an engine
+        # still starting and wait for it: start it the same way, then let ensure-engine wait.
+        with open(DOCKERD_LOG, "a") as log:
+            subprocess.Popen(["dockerd"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    subprocess.run([str(ENSURE_ENGINE)], check=True, timeout=180)
+
+
+def test_dockerd_sigkilled_and_started_again_under_a_running_daemon(run_daemon, docker_client, site_name):
+    daemon = run_daemon({"worker": {}, "celery": {}, "cron": {}}).start()
+    daemon.wait_ready()
+    names = set(site_containers(docker_client, site_name))
+    assert len(names) == 3
+
+    kill_dockerd()
+    try:
+        daemon.wait_event("engine_lost", timeout=30)
+        assert daemon.process.poll() is None
+    finally:
+        start_dockerd_again()
+
+    def all_running():
+        now = site_containers(docker_client, site_name)
+        return set(now) == names and all(c.status == "running" for c in now.values()) and now
+
+    wait_until(all_running, timeout=120, interval=0.5, what="every container running again")
+    daemon.wait_event("engine_connected", count=2, timeout=30)  # the first was at start
+    assert daemon.process.poll() is None
+
+    # No duplicates, no orphans: one container per role, each under its own name, nothing else labelled.
+    labelled = docker_client.containers.list(all=True, filters={"label": f"{SITE_LABEL}={site_name}"})
+    assert sorted(c.labels[ROLE_LABEL] for c in labelled) == ["celery", "cron", "worker"]
+    assert {c.name for c in labelled} == names
+    assert "Traceback" not in daemon.log_text()
+    assert daemon.stop() == 0
+    assert site_containers(docker_client, site_name) == {}
