@@ -5,27 +5,11 @@ runs tests one at a time, and no other test may share the engine meanwhile.
 """
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 from tests.daemon_harness import site_containers, wait_until
-
-ENSURE_ENGINE = Path(__file__).parent / "tools" / "ensure-engine"
-
-
-def dockerd_pid() -> int | None:
-    found = subprocess.run(["pgrep", "-xo", "dockerd"], capture_output=True, text=True).stdout.split()
-    return int(found[0]) if found else None
-
-
-def stop_dockerd() -> None:
-    pid = dockerd_pid()
-    assert pid, "no dockerd process to stop"
-    os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: dockerd_pid() is None, timeout=60, what="dockerd to exit")
+from tests.engine_control import signal_dockerd, start_dockerd
 
 
 def test_dockerd_stopped_and_started_under_a_running_daemon(run_daemon, docker_client, site_name):
@@ -33,13 +17,13 @@ def test_dockerd_stopped_and_started_under_a_running_daemon(run_daemon, docker_c
     daemon.wait_ready()
     before = {n: c.attrs["State"]["StartedAt"] for n, c in site_containers(docker_client, site_name).items()}
 
-    stop_dockerd()
+    signal_dockerd(signal.SIGTERM)
     try:
         daemon.wait_event("engine_lost", timeout=30)
         time.sleep(2)  # the daemon keeps running without an engine
         assert daemon.process.poll() is None
     finally:
-        subprocess.run([str(ENSURE_ENGINE)], check=True, timeout=120)
+        start_dockerd()
 
     def all_back():
         now = site_containers(docker_client, site_name)

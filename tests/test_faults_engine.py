@@ -8,47 +8,13 @@ refuse to start a container whose task is still known to containerd.
 """
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-from pathlib import Path
 
 from tests.conftest import SITE_LABEL
 from tests.daemon_harness import site_containers, wait_until
-from tests.test_daemon_engine_restart import ENSURE_ENGINE
+from tests.engine_control import signal_dockerd, start_dockerd
 
 ROLE_LABEL = "io.indico-supervisor.role"
-DOCKERD_LOG = "/var/log/indico-supervisor-dockerd.log"  # where tests/tools/ensure-engine sends it
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def live_dockerd_pids() -> list[int]:
-    """dockerd processes that are not zombies: nothing may reap a killed one here."""
-    found = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()
-    return [int(pid) for pid in found if _state(int(pid)) not in (None, "Z")]
-
-
-def kill_dockerd() -> None:
-    pids = live_dockerd_pids()
-    assert len(pids) == 1, f"expected one dockerd, found {pids}"
-    os.kill(pids[0], signal.SIGKILL)
-    wait_until(lambda: not live_dockerd_pids(), timeout=30, what="dockerd to die")
-
-
-def start_dockerd_again() -> None:
-    if not live_dockerd_pids():
-        # ensure-engine's `pgrep -x dockerd` would take the killed one's zombie for an engine
-        # still starting and wait for it: start it the same way, then let ensure-engine wait.
-        with open(DOCKERD_LOG, "a") as log:
-            subprocess.Popen(["dockerd"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-    subprocess.run([str(ENSURE_ENGINE)], check=True, timeout=180)
 
 
 def test_dockerd_sigkilled_and_started_again_under_a_running_daemon(run_daemon, docker_client, site_name):
@@ -57,12 +23,12 @@ def test_dockerd_sigkilled_and_started_again_under_a_running_daemon(run_daemon, 
     names = set(site_containers(docker_client, site_name))
     assert len(names) == 3
 
-    kill_dockerd()
+    signal_dockerd(signal.SIGKILL)
     try:
         daemon.wait_event("engine_lost", timeout=30)
         assert daemon.process.poll() is None
     finally:
-        start_dockerd_again()
+        start_dockerd()
 
     def all_running():
         now = site_containers(docker_client, site_name)
