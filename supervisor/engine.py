@@ -152,7 +152,9 @@ class Engine:
         # Stop first with the container's own signal and timeout: `remove(force)` alone is a SIGKILL.
         self.stop(container_id, stop_timeout)
         try:
-            self.client.api.remove_container(container_id, force=True)
+            # v: the image's anonymous volumes (the worker's /opt/indico/web, ~80 MB) go with
+            # it; a recreated container gets fresh ones from its image.
+            self.client.api.remove_container(container_id, force=True, v=True)
         except docker.errors.NotFound:
             pass
 

@@ -152,7 +152,7 @@ class OneShot:
                 self.note("second signal: killing the job now")
             for signum in _STOP_SIGNALS:  # removal is quick and must not be cut short; restored on leaving
                 signal.signal(signum, signal.SIG_IGN)
-            api.remove_container(container_id, force=True)
+            api.remove_container(container_id, force=True, v=True)  # and its anonymous volumes (the image's web volume)
         except docker.errors.NotFound:
             pass
         except Exception as error:  # the job's status matters more; say what is left behind

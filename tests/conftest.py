@@ -60,7 +60,7 @@ def remove_site_containers(client, site: str) -> int:
     removed = 0
     for c in client.containers.list(all=True, filters={"label": f"{SITE_LABEL}={site}"}):
         try:
-            c.remove(force=True)
+            c.remove(force=True, v=True)  # with its anonymous volumes, which nothing else reuses
             removed += 1
         except docker.errors.NotFound:
             pass  # already gone (e.g. auto_remove, or the code under test removed it)

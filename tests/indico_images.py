@@ -1,0 +1,147 @@
+"""The real Indico worker image and its PostgreSQL and Redis, built here with no registry.
+
+The worker image is `image/Dockerfile` itself, built through the engine on the
+local Debian Python base (tests.debian_images.PYTHON: bookworm's Python 3.11)
+with Indico 3.2.x (3.3 needs Python >= 3.12.2, which bookworm lacks); its
+wheels come from PyPI. It is tagged with a hash of image/'s files, the build
+arguments and the base image's id, so a second run reuses it and any change to
+image/ rebuilds it. A build streams its progress lines as they come.
+
+PostgreSQL 15 and Redis come from Debian's packages (tests.debian_images recipes),
+both running as their own non-root accounts, listening on all addresses inside
+their containers.
+
+Run as a script to build (or reuse) them all and print their references:
+    python -m tests.indico_images
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.debian_images import PYTHON, Recipe, _build_lock, _exists, debian_image
+
+IMAGE_DIR = Path(__file__).resolve().parent.parent / "image"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours a step's stderr red
+WORKER_REPOSITORY = "indico-supervisor-test/indico-worker"
+# The newest Indico that runs on bookworm's Python 3.11.
+TEST_INDICO_VERSION = "3.2.9"
+
+DB_NAME = DB_USER = "indico"
+# A test database in a throwaway container, reachable only on the engine's bridge.
+DB_PASSWORD = "indico-test-password"
+PGDATA = "/var/lib/postgresql/indico"
+_PG_BIN = "/usr/lib/postgresql/15/bin"
+
+# The cluster is made while the root filesystem is built: initdb, then the role,
+# database and the extensions Indico needs (a superuser's job) in single-user
+# mode, which needs no running server.
+POSTGRES = Recipe(
+    name="postgresql-15",
+    packages=("postgresql-15", "postgresql-contrib"),
+    customize=f"""
+install -d -o postgres -g postgres -m 700 {PGDATA}
+runuser -u postgres -- {_PG_BIN}/initdb --pgdata={PGDATA} --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 --username=postgres >/dev/null
+echo "host all all 0.0.0.0/0 scram-sha-256" >> {PGDATA}/pg_hba.conf
+echo "host all all ::/0 scram-sha-256" >> {PGDATA}/pg_hba.conf
+echo "CREATE ROLE {DB_USER} LOGIN PASSWORD '{DB_PASSWORD}';
+CREATE DATABASE {DB_NAME} OWNER {DB_USER};" \
+    | runuser -u postgres -- {_PG_BIN}/postgres --single -D {PGDATA} postgres >/dev/null
+echo "CREATE EXTENSION unaccent;
+CREATE EXTENSION pg_trgm;" \
+    | runuser -u postgres -- {_PG_BIN}/postgres --single -D {PGDATA} {DB_NAME} >/dev/null
+""",
+    changes=("USER postgres",
+             f'CMD ["{_PG_BIN}/postgres", "-D", "{PGDATA}", "-c", "listen_addresses=*", '
+             '"-c", "unix_socket_directories=/tmp"]'),
+)
+
+REDIS = Recipe(
+    name="redis",
+    packages=("redis-server",),
+    changes=("USER redis",
+             'CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", '
+             '"--save", "", "--appendonly", "no", "--dir", "/tmp"]'),
+)
+
+
+def _log(msg: str) -> None:
+    print(f"indico_images: {msg}", file=sys.stderr, flush=True)
+
+
+def image_digest(buildargs: dict[str, str], base_id: str) -> str:
+    """What the worker image is made of: image/'s files, the build arguments, the base."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in IMAGE_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(IMAGE_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for key in sorted(buildargs):
+        h.update(f"{key}={buildargs[key]}\0".encode())
+    h.update(base_id.encode())
+    return h.hexdigest()[:12]
+
+
+def build_worker(client, base: str, buildargs: dict[str, str], tag: str,
+                 log: Callable[[str], None]) -> None:
+    """`docker build image/` through the SDK, its output streamed line by line."""
+    started = time.monotonic()
+    last_words: list[str] = []
+    for chunk in client.api.build(path=str(IMAGE_DIR), tag=tag, buildargs={"BASE": base, **buildargs},
+                                  rm=True, forcerm=True, decode=True, pull=False):
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("error") or chunk["errorDetail"].get("message")
+            raise RuntimeError(f"building {tag} failed: {detail}\nlast output:\n" + "\n".join(last_words))
+        text = _ANSI.sub("", chunk.get("stream", "")).rstrip()
+        for line in filter(None, text.splitlines()):
+            last_words = (last_words + [line])[-40:]
+            log(f"  [{time.monotonic() - started:5.0f}s] {line}")
+    log(f"built {tag} in {time.monotonic() - started:.0f}s")
+
+
+def worker_image(client, log: Callable[[str], None] | None = None,
+                 indico_version: str = TEST_INDICO_VERSION) -> str:
+    """The worker image for the tests, built only when image/, the arguments or the base changed."""
+    log = log or _log
+    base = debian_image(client, PYTHON, log)
+    buildargs = {"INDICO_VERSION": indico_version}
+    ref = f"{WORKER_REPOSITORY}:{image_digest(buildargs, client.images.get(base).id)}"
+    with _build_lock("indico-worker"):
+        if not _exists(client, ref):
+            log(f"building {ref} from image/ on {base} (Indico {indico_version}; a first build takes minutes)")
+            build_worker(client, base, buildargs, ref, log)
+            _remove_stale_workers(client, keep=ref, log=log)
+    return ref
+
+
+def _remove_stale_workers(client, keep: str, log: Callable[[str], None]) -> None:
+    """Earlier builds of image/ are ~800 MB each and nothing asks for them again."""
+    import docker.errors
+
+    for image in client.images.list(name=WORKER_REPOSITORY):
+        for tag in image.tags:
+            if tag != keep and tag.startswith(WORKER_REPOSITORY + ":"):
+                try:
+                    client.images.remove(tag)
+                    log(f"removed the stale {tag}")
+                except docker.errors.APIError:
+                    pass  # still used by a container (another run's): left for its next build
+
+
+def postgres_image(client, log: Callable[[str], None] | None = None) -> str:
+    return debian_image(client, POSTGRES, log or _log)
+
+
+def redis_image(client, log: Callable[[str], None] | None = None) -> str:
+    return debian_image(client, REDIS, log or _log)
+
+
+if __name__ == "__main__":
+    import docker
+
+    engine = docker.from_env(timeout=900)
+    for make in (worker_image, postgres_image, redis_image):
+        print(make(engine))
