@@ -99,6 +99,7 @@ class Daemon:
         self.exit_code: int | None = None
         self.reexec = False  # set by SIGUSR2: after the loop, the caller execs a fresh daemon
         self.next_resync = 0.0
+        self.last_tick_at = float("-inf")  # no turn yet: every deadline is still to be seen
         self.next_watchdog = time.monotonic()
         self.resync_busy = False
         self.written_state: tuple | None = None
@@ -123,7 +124,7 @@ class Daemon:
         return self.exit_code
 
     def _tick(self) -> None:
-        now = time.monotonic()
+        now = self.last_tick_at = time.monotonic()
         if self.notifier.watchdog_interval and now >= self.next_watchdog:
             self.notifier.watchdog()
             self.next_watchdog = now + self.notifier.watchdog_interval
@@ -138,13 +139,16 @@ class Daemon:
         self._publish()
 
     def _sleep_time(self) -> float:
+        # Only deadlines the last turn did not see pass: one it saw was acted on then, or
+        # waits for work under way (a resync, a start) whose message will wake us.
+        # Counting it again would spin the loop for as long as that work takes.
         now = time.monotonic()
-        deadlines = [self.next_resync, now + MAX_SLEEP]
+        deadlines = [now + MAX_SLEEP, self.next_resync]
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
         deadlines += [r.tracker.next_start_at for r in self.roles.values() if r.tracker.next_start_at]
         deadlines += [i.tracker.next_start_at for i in self.images.values() if i.tracker.next_start_at]
-        return max(0.0, min(deadlines) - now)
+        return max(0.0, min(d for d in deadlines if d > self.last_tick_at) - now)
 
     # Planning and acting.
 
