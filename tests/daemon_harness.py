@@ -115,7 +115,9 @@ class Daemon:
 
 def site_containers(client, site: str) -> dict:
     """name -> container (attrs fresh) for every container of the site."""
-    return {c.name: c for c in client.containers.list(all=True, filters={"label": f"{SITE_LABEL}={site}"})}
+    # ignore_removed: a container the daemon replaces between the listing and its inspect is no error
+    return {c.name: c for c in client.containers.list(all=True, filters={"label": f"{SITE_LABEL}={site}"},
+                                                      ignore_removed=True)}
 
 
 def wait_until(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
