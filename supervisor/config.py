@@ -65,7 +65,7 @@ def load_site(path: str, check_paths: bool = True) -> Site:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(path, [Problem("", f"cannot read the file: {error}")]) from None
     try:
-        tree = yaml.safe_load(text)
+        tree = yaml.load(text, Loader=_StrictLoader)
     except RecursionError:
         raise ConfigError(path, [Problem("", "not valid YAML: nested too deeply")]) from None
     except yaml.YAMLError as error:
@@ -79,6 +79,28 @@ def load_site(path: str, check_paths: bool = True) -> Site:
         reason = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(path, [Problem("", f"not valid YAML: {where}{reason}")]) from None
     return parse_site(tree, path, check_paths)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last silently, so an admin who adds `image:` at the end of a
+    block without seeing the one at its top would run something else than they read.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: SafeLoader's own error says what is wrong
+                break
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping (first on line {first.line + 1}); "
+                                "keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
 
 def parse_site(tree: object, path: str, check_paths: bool = True) -> Site:
@@ -181,13 +203,16 @@ class _SiteReader:
         ports = self._ports(body.get("ports", []), at("ports"))
         log_driver = self._log_driver(body["log_driver"], at("log_driver")) if "log_driver" in body else defaults["log_driver"]
         log_options = self._log_options(body["log_options"], at("log_options")) if "log_options" in body else defaults["log_options"]
-        if user is not None and user[0] == 0:
+        if user is not None and 0 in user:
             where = at("user") if "user" in body else "user"
+            # GID 0 is root's group: files it writes into the bound host directories are root's
+            # group's, and the worker image refuses it like UID 0.
+            what = "UID 0 (root)" if user[0] == 0 else "GID 0 (root's group)"
             if role == "celery":
-                self.r.problem(where, "celery will not run as root (the image refuses it); "
+                self.r.problem(where, f"celery will not run with {what} (the image refuses it); "
                                       "use the numeric UID:GID of the indico account", f"{user[0]}:{user[1]}")
             elif not allow_root:
-                self.r.problem(where, f"UID 0 (root) is refused; use the numeric UID:GID of the indico account, "
+                self.r.problem(where, f"{what} is refused; use the numeric UID:GID of the indico account, "
                                       f"or set {at('allow_root')}: true if this container really needs root",
                                f"{user[0]}:{user[1]}")
         required = (name, image, pull, user, allow_root, enabled, volumes, network, restart,

@@ -89,9 +89,15 @@ MISTAKES = {
     "root_user": Mistake(
         'user: "0:0"\nvolumes: {data: "@DATA@", scratch: "@SCRATCH@"}\ncontainers: {worker: {}}\n',
         "user", "0:0", "allow_root: true"),
+    "key_given_twice": Mistake(
+        HEAD + "image: indico-worker:3.2\ncontainers: {worker: {}}\nimage: indico-worker:3.3\n",
+        "", NO_VALUE, "the key 'image' is given twice in one mapping (first on line 3); keep one"),
+    "root_group": Mistake(
+        'user: "1000:0"\nvolumes: {data: "@DATA@", scratch: "@SCRATCH@"}\ncontainers: {worker: {}}\n',
+        "user", "1000:0", "GID 0 (root's group) is refused"),
     "celery_as_root_even_with_allow_root": Mistake(
         HEAD + 'containers:\n  worker: {}\n  celery: {user: "0:0", allow_root: true}\n',
-        "containers.celery.user", "0:0", "celery will not run as root"),
+        "containers.celery.user", "0:0", "celery will not run with UID 0 (root)"),
     "duration_in_words": Mistake(
         HEAD + "stop: {timeout: 10 minutes}\ncontainers: {worker: {}}\n",
         "stop.timeout", "10 minutes", "a duration such as 250ms, 10s, 5m or 1h"),
@@ -114,7 +120,7 @@ MISTAKES = {
         HEAD + 'containers:\n  worker:\n    volumes: {extra: ["@DATA@:/etc/a", "/srv/certs"]}\n',
         "containers.worker.volumes.extra[1]", "/srv/certs", '"HOST:CONTAINER" or "HOST:CONTAINER:ro"'),
     "extra_bind_with_bad_mode": Mistake(
-        HEAD + 'volumes: {data: "@DATA@", scratch: "@SCRATCH@", extra: ["certs:/etc/certs:readonly"]}\n'
+        'user: "1000:1000"\nvolumes: {data: "@DATA@", scratch: "@SCRATCH@", extra: ["certs:/etc/certs:readonly"]}\n'
         "containers: {worker: {}}\n",
         "volumes.extra[0]", "certs:/etc/certs:readonly", "not a bind"),
     "extra_bind_with_relative_container_side": Mistake(
