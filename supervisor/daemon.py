@@ -250,22 +250,14 @@ class Daemon:
         return Resynced(tuple(self.engine.list(self._wanted_names())), started)
 
     def _resolve_image(self, action: ResolveImage) -> str:
-        local = self.engine.image_id(action.image)
-        if action.pull == "never" or (action.pull == "missing" and local):
-            if local is None:
-                raise LookupError(f"image {action.image} is not on this host and pull is never; "
-                                  f"build or load it here first")
-            return local
-        self.log.info("image_pulling", image=action.image)
-        try:
-            return self.engine.pull(action.image, lambda progress: self.inbox.put(PullProgress(action.image, progress)))
-        except Exception as error:
-            if local is None:
-                raise
+        image_id, pull_failure = self.engine.resolve_image(
+            action.image, action.pull, lambda progress: self.inbox.put(PullProgress(action.image, progress)),
+            on_pull=lambda: self.log.info("image_pulling", image=action.image))
+        if pull_failure:
             # The registry is away but the image is here: Indico keeps running on it.
-            self.log.warning("image_pull_failed", image=action.image, reason=engine_edge.reason(error),
+            self.log.warning("image_pull_failed", image=action.image, reason=pull_failure,
                              using="the image already on this host")
-            return local
+        return image_id
 
     # Messages.
 

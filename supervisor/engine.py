@@ -70,6 +70,10 @@ def observe(attrs: dict, site: str, observed_at: float) -> Observed:
         health=(state.get("Health") or {}).get("Status"), ip=ip, observed_at=observed_at)
 
 
+class ImageMissing(LookupError):
+    """The image is not on this host and the pull policy forbids fetching it."""
+
+
 class Engine:
     """Blocking calls on one client; safe to share between executor threads."""
 
@@ -127,6 +131,27 @@ class Engine:
         if found is None:
             raise docker.errors.ImageNotFound(f"{reference} is not on this host after the pull")
         return found
+
+    def resolve_image(self, reference: str, pull: str, progress: Callable[[dict], None],
+                      on_pull: Callable[[], None] = lambda: None) -> tuple[str, str | None]:
+        """The image ID by a `pull` policy, and why a pull failed when the local copy stands in.
+
+        `missing` and `never` use the image on this host; `never` without one raises
+        ImageMissing. A failed pull with the image here keeps Indico running on it.
+        """
+        local = self.image_id(reference)
+        if pull == "never" or (pull == "missing" and local):
+            if local is None:
+                raise ImageMissing(f"image {reference} is not on this host and pull is never; "
+                                   f"build it (`indico-supervisor build-image`) or load it here first")
+            return local, None
+        on_pull()
+        try:
+            return self.pull(reference, progress), None
+        except Exception as error:
+            if local is None:
+                raise
+            return local, reason(error)
 
     def create_and_start(self, spec: ContainerSpec, replace: Observed | None, stop_timeout: float) -> Observed:
         if replace is not None:

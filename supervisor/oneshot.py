@@ -21,7 +21,7 @@ from typing import BinaryIO, Callable
 import docker
 import docker.errors
 
-from .engine import Engine, reason
+from .engine import Engine, ImageMissing, reason
 from .model import Container, Site
 from .problems import ConfigError, Problem
 from .spec import oneshot_create_kwargs
@@ -104,22 +104,16 @@ class OneShot:
 
     def _ensure_image(self) -> None:
         c = self.container
-        engine = Engine(self.site.site, self.client)
-        local = engine.image_id(c.image)
-        if local is not None and c.pull != "always":
-            return
-        if local is None and c.pull == "never":
-            raise ExecRefused(f"image {c.image} is not on this host and containers.{c.role}.pull is never; "
-                              f"build it (`indico-supervisor build-image`) or load it, then retry")
-        self.note(f"pulling {c.image}")
         try:
-            engine.pull(c.image, lambda p: self.note(
-                f"pulling {c.image}: {p['layers_done']}/{p['layers']} layers, "
-                f"{p['bytes'] / 1e6:.1f}/{p['bytes_total'] / 1e6:.1f} MB"))
-        except docker.errors.DockerException as error:
-            if local is None:
-                raise
-            self.note(f"pull of {c.image} failed ({reason(error)}); using the image already on this host")
+            _, pull_failure = Engine(self.site.site, self.client).resolve_image(
+                c.image, c.pull,
+                lambda p: self.note(f"pulling {c.image}: {p['layers_done']}/{p['layers']} layers, "
+                                    f"{p['bytes'] / 1e6:.1f}/{p['bytes_total'] / 1e6:.1f} MB"),
+                on_pull=lambda: self.note(f"pulling {c.image}"))
+        except ImageMissing as missing:
+            raise ExecRefused(f"{missing} (containers.{c.role}.pull)") from None
+        if pull_failure:
+            self.note(f"pull of {c.image} failed ({pull_failure}); using the image already on this host")
 
     def _create(self) -> str:
         for attempt in range(_NAME_ATTEMPTS):

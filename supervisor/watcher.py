@@ -39,9 +39,9 @@ def watch_engine(site: str, post: Callable[[object], None], stop: threading.Even
                     oom_killed.add(event["id"])
                 elif action == "kill":
                     killed_on_request.add(event["id"])
-                elif action == "die":
-                    if event["id"] not in killed_on_request:
-                        post(ContainerDied(event["id"], _exit_code(event), event["id"] in oom_killed, at))
+                elif action == "die" and event["id"] not in killed_on_request:
+                    post(ContainerDied(event["id"], _exit_code(event), event["id"] in oom_killed, at))
+                if action in ("die", "start", "destroy"):  # what an oom or kill said is used up
                     oom_killed.discard(event["id"])
                     killed_on_request.discard(event["id"])
                 seen = watcher.inspect(event["id"], at)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from supervisor.build import build_image
 from tests.debian_images import PYTHON, Recipe, _build_lock, _exists, debian_image
 
 IMAGE_DIR = Path(__file__).resolve().parent.parent / "image"
@@ -87,19 +88,18 @@ def image_digest(buildargs: dict[str, str], base_id: str) -> str:
 
 def build_worker(client, base: str, buildargs: dict[str, str], tag: str,
                  log: Callable[[str], None]) -> None:
-    """`docker build image/` through the SDK, its output streamed line by line."""
+    """Built by the supervisor's own `build-image` code, so the tests exercise it on image/."""
     started = time.monotonic()
     last_words: list[str] = []
-    for chunk in client.api.build(path=str(IMAGE_DIR), tag=tag, buildargs={"BASE": base, **buildargs},
-                                  rm=True, forcerm=True, decode=True, pull=False):
-        if "error" in chunk or "errorDetail" in chunk:
-            detail = chunk.get("error") or chunk["errorDetail"].get("message")
-            raise RuntimeError(f"building {tag} failed: {detail}\nlast output:\n" + "\n".join(last_words))
-        text = _ANSI.sub("", chunk.get("stream", "")).rstrip()
-        for line in filter(None, text.splitlines()):
+
+    def write(text: str) -> None:
+        nonlocal last_words
+        for line in filter(None, _ANSI.sub("", text).splitlines()):
             last_words = (last_words + [line])[-40:]
             log(f"  [{time.monotonic() - started:5.0f}s] {line}")
-    log(f"built {tag} in {time.monotonic() - started:.0f}s")
+
+    if build_image(client, str(IMAGE_DIR), tag, {"BASE": base, **buildargs}, False, write) != 0:
+        raise RuntimeError(f"building {tag} failed; last output:\n" + "\n".join(last_words))
 
 
 def worker_image(client, log: Callable[[str], None] | None = None,
