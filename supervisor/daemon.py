@@ -35,7 +35,6 @@ from .status import SETTLED, RoleStatus, State, state_path, status_line, write_s
 MAX_PARALLEL = 8  # engine calls at once: 50 containers start in batches, not one by one
 RESYNC_EVERY = 30.0  # seconds; events do the work, this only catches what they missed
 BLOCKED_RESYNC_EVERY = 2.0
-REMOVED_MEMORY = 2 * RESYNC_EVERY  # longer than any description of a removed container can be in flight
 MAX_SLEEP = 10.0
 STATE_HEARTBEAT = 10.0  # the state file is rewritten at least this often, so `status` can tell it is fresh
 IMAGE_RETRY = RestartPolicy(backoff=5, max_backoff=300)
@@ -100,7 +99,6 @@ class Daemon:
         self.exit_code: int | None = None
         self.reexec = False  # set by SIGUSR2: after the loop, the caller execs a fresh daemon
         self.next_resync = 0.0
-        self.removed: dict[str, float] = {}  # container ID -> when we removed it
         self.last_tick_at = float("-inf")  # no turn yet: every deadline is still to be seen
         self.next_watchdog = time.monotonic()
         self.resync_busy = False
@@ -343,7 +341,7 @@ class Daemon:
             image.tracker.started()
         elif isinstance(action, (Remove, _StopContainer)):
             self.busy_containers.discard(action.container.id)
-            self._forget_removed(action.container.id)
+            self.observed.pop(action.container.id, None)
             self.log.info("container_removed", container=action.container.name, role=action.container.role)
         else:
             self._finish_role_action(action, message.result)
@@ -351,7 +349,7 @@ class Daemon:
     def _finish_role_action(self, action, container: Observed) -> None:
         rt = self.roles.get(action.role)
         if isinstance(action, Create) and action.replace is not None:
-            self._forget_removed(action.replace.id)
+            self.observed.pop(action.replace.id, None)
         self._see(container)
         if rt is None:
             return
@@ -392,7 +390,6 @@ class Daemon:
             rt.busy = False
             if isinstance(action, Create) and action.replace is not None:
                 # We removed the old one before the create failed: its absence is no removal behind our back.
-                self._forget_removed(action.replace.id)
                 rt.counted_run = ("gone", action.replace.id)
             if message.unreachable:
                 return  # the engine went away; its return brings a resync, not a penalty
@@ -406,16 +403,7 @@ class Daemon:
 
     # Observations and probes.
 
-    def _forget_removed(self, container_id: str) -> None:
-        """We removed it: a description still on its way (an event's inspect, a resync) is stale."""
-        self.observed.pop(container_id, None)
-        now = time.monotonic()
-        self.removed = {cid: at for cid, at in self.removed.items() if now - at < REMOVED_MEMORY}
-        self.removed[container_id] = now
-
     def _see(self, container: Observed) -> None:
-        if container.id in self.removed:
-            return  # we removed it: a late description would count a failure that never happened
         known = self.observed.get(container.id)
         if known is not None and known.observed_at > container.observed_at:
             return
