@@ -99,6 +99,7 @@ class Daemon:
         self.exit_code: int | None = None
         self.reexec = False  # set by SIGUSR2: after the loop, the caller execs a fresh daemon
         self.next_resync = 0.0
+        self.written_off: dict[str, str] = {}  # container ID -> role: a replaced container whose create failed
         self.last_tick_at = float("-inf")  # no turn yet: every deadline is still to be seen
         self.next_watchdog = time.monotonic()
         self.resync_busy = False
@@ -176,6 +177,9 @@ class Daemon:
 
     def _reconcile(self) -> None:
         for failure in new_failures(self.world()):
+            if _container_of(failure.run) in self.written_off:
+                self.roles[failure.role].counted_run = failure.run  # its end was ours, already counted
+                continue
             self._record_failure(failure)
         world = self.world()
         result = plan(world)
@@ -354,6 +358,7 @@ class Daemon:
         if rt is None:
             return
         rt.busy, rt.error, rt.refused_container = False, "", None
+        self.written_off = {cid: role for cid, role in self.written_off.items() if role != action.role}
         rt.tracker.started()
         rt.last_container_id = container.id
         fields = {"role": action.role, "container": container.name, "container_id": container.id[:12]}
@@ -389,8 +394,10 @@ class Daemon:
                 return
             rt.busy = False
             if isinstance(action, Create) and action.replace is not None:
-                # We removed the old one before the create failed: its absence is no removal behind our back.
+                # We replaced the old one (removed, or failing that, refused by the engine): its
+                # absence, or a late description of it as exited, is no failure of its own.
                 rt.counted_run = ("gone", action.replace.id)
+                self.written_off[action.replace.id] = action.role
             if message.unreachable:
                 return  # the engine went away; its return brings a resync, not a penalty
             rt.error = message.error
@@ -603,6 +610,11 @@ def _rolls(action) -> bool:
     """A running container recreated for a changed spec: part of the one-at-a-time rollout."""
     return isinstance(action, Create) and action.reason == "changed" and action.replace is not None \
         and action.replace.running
+
+
+def _container_of(run: tuple) -> str:
+    """The container ID in a run: (ID, started_at), or ("gone", ID) for a container gone."""
+    return run[1] if run[0] == "gone" else run[0]
 
 
 def _seconds(delay: float | None) -> float | None:
