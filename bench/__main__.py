@@ -14,7 +14,7 @@ import docker
 from bench import footprint, health, recovery, reload, startup
 from bench.lab import Lab, say
 from bench.report import Result, git_revision, load_average, machine, write_results
-from tests.images import busybox_image
+from harness.images import busybox_image
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> (run(lab, quick) -> Result); in the order they run

@@ -23,8 +23,8 @@ import docker.errors
 
 from supervisor.config import load_site
 from supervisor.spec import ContainerSpec
-from tests.conftest import SITE_LABEL, remove_site_containers
-from tests.daemon_harness import Daemon, site_config
+from harness.sites import SITE_LABEL, remove_site_containers
+from harness.daemon import Daemon, site_config
 
 # Peer containers (the engine's restart policy, the bare-start floor, the `docker run` loop) carry this.
 BENCH_LABEL = "io.indico-supervisor.bench"

@@ -17,7 +17,7 @@ import time
 from bench.lab import Lab, log_time, say
 from bench.report import Result, median, ratio
 from supervisor.daemon import MAX_PARALLEL
-from tests.conftest import SITE_LABEL
+from harness.sites import SITE_LABEL
 
 FULL = {1: 3, 10: 3, 50: 2}  # N -> repetitions
 QUICK = {1: 1, 10: 1}

@@ -88,9 +88,9 @@ def _run(args: argparse.Namespace) -> int:
         log.error("daemon_not_started", file=error.file, problems=len(error.problems),
                   hint=f"fix the file, check it with `indico-supervisor check-config --config {args.config}`")
         return EXIT_USAGE
-    if _another_daemon_runs(os.path.join(runtime_dir(), f"{site.site}.lock")):
-        log.error("daemon_not_started", site=site.site,
-                  hint=f"another indico-supervisor already runs site {site.site} on this host")
+    if _another_daemon_runs(os.path.join(runtime_dir(), f"{site.name}.lock")):
+        log.error("daemon_not_started", site=site.name,
+                  hint=f"another indico-supervisor already runs site {site.name} on this host")
         return EXIT_USAGE
     daemon = Daemon(args.config, site)
     exit_code = daemon.run()
@@ -140,10 +140,10 @@ def _status(args: argparse.Namespace) -> int:
     from .status import daemon_alive, read_state, render_table, state_path
 
     site = load_site(args.config, check_paths=False)  # a missing bound directory is a thing to show, not a refusal
-    state = read_state(state_path(site.site))
+    state = read_state(state_path(site.name))
     alive = daemon_alive(state)
     try:
-        seen = {c.name: c for c in Engine(site.site, timeout=10).list([c.name for c in site.enabled()])}
+        seen = {c.name: c for c in Engine(site.name, timeout=10).list([c.name for c in site.enabled()])}
         engine_note = "reachable"
     except Exception as error:
         if not is_unreachable(error):
@@ -155,7 +155,7 @@ def _status(args: argparse.Namespace) -> int:
         row = dict(daemon_rows.get(container.role) or {"role": container.role, "name": container.name,
                                                        "image": container.image, "restarts": 0})
         on_engine = seen.get(container.name)
-        row["engine"] = _engine_view(on_engine, site.site)
+        row["engine"] = _engine_view(on_engine, site.name)
         if not alive:
             row["state"] = on_engine.status if on_engine and on_engine.site else "absent"
             row["health"] = on_engine.health if on_engine else None
@@ -167,10 +167,10 @@ def _status(args: argparse.Namespace) -> int:
         daemon_note = "not running: states below are the engine's own" + (
             f" (last daemon state from {time.ctime(state['updated_at'])})" if state else "")
     if args.json:
-        print(json.dumps({"site": site.site, "daemon": "running" if alive else "not running",
+        print(json.dumps({"site": site.name, "daemon": "running" if alive else "not running",
                           "engine": engine_note, "containers": rows}, indent=1, default=str))
     else:
-        print(f"site {site.site}; daemon {daemon_note}; engine {engine_note}")
+        print(f"site {site.name}; daemon {daemon_note}; engine {engine_note}")
         print(render_table(rows, time.time()))
     return 0
 

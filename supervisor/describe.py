@@ -7,7 +7,7 @@ from .model import Container, Site
 
 
 def describe_site(site: Site) -> str:
-    lines = [f"site {site.site}: {len(site.enabled())} of {len(site.containers)} containers enabled "
+    lines = [f"site {site.name}: {len(site.enabled())} of {len(site.containers)} containers enabled "
              f"(on exit: {site.stop_on_exit})"]
     for container in site.containers:
         lines.extend(_describe(container))

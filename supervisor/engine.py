@@ -13,7 +13,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from .plan import Observed
+from .model import Observed
 from .spec import LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec
 
 # Events that may change what the daemon should do. exec_* (our own probes) and
@@ -186,10 +186,9 @@ class Engine:
     def exec_exit_code(self, container_id: str, command: list[str]) -> int:
         return self.client.containers.get(container_id).exec_run(command).exit_code
 
-    def events(self, since: float | None = None) -> Iterator[dict]:
+    def events(self) -> Iterator[dict]:
         """This site's container events; the stream ends (or raises) when the engine goes away."""
-        return self.client.events(decode=True, since=int(since) if since else None,
-                                  filters={"type": "container", "label": f"{LABEL_SITE}={self.site}"})
+        return self.client.events(decode=True, filters={"type": "container", "label": f"{LABEL_SITE}={self.site}"})
 
     def _must_inspect(self, container_id: str) -> Observed:
         described = self.inspect(container_id)

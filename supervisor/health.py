@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .model import Probe
+from .model import Probe, Run
 
 
 @dataclass(frozen=True)
 class ProbeVerdict:
     role: str
-    run: tuple
+    run: Run
     healthy: bool
     detail: str
 
@@ -69,7 +69,7 @@ def check_exec(run_exec: Callable[[list[str]], int], command: tuple[str, ...], t
 class Prober(threading.Thread):
     """Probes one run of one container until stopped."""
 
-    def __init__(self, role: str, run: tuple, probe: Probe, ip: str | None,
+    def __init__(self, role: str, run: Run, probe: Probe, ip: str | None,
                  run_exec: Callable[[list[str]], int], report: Callable[[ProbeVerdict], None]):
         super().__init__(name=f"probe-{role}", daemon=True)
         self.role, self.run_key, self.probe, self.ip = role, run, probe, ip

@@ -14,7 +14,7 @@ import select
 import signal
 from dataclasses import dataclass
 
-from .plan import Observed
+from .model import Observed
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class ContainerGone:
 
 @dataclass(frozen=True)
 class Resynced:
+    """A resync's result: every container of the site, listed after `started_at` (monotonic)."""
     containers: tuple[Observed, ...]
     started_at: float
 
@@ -66,7 +67,7 @@ class EngineBack:
 @dataclass(frozen=True)
 class ActionDone:
     action: object
-    result: Observed | str | None = None  # a container, or an image ID
+    result: object = None  # the action kind's own: a container, an image ID, a resync
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ class ActionFailed:
     action: object
     error: str
     unreachable: bool = False  # the engine was gone, not refusing
+
+
+@dataclass(frozen=True)
+class PullStarted:
+    image: str
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""What a validated site file resolves to: plain frozen values, equal when the settings are equal."""
+"""Plain frozen values: what a validated site file resolves to, and what the engine shows of a container.
+
+Equal when the settings are equal. Nothing here talks to the engine or keeps state.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -88,12 +91,54 @@ class Container:
 @dataclass(frozen=True)
 class Site:
     path: str
-    site: str
+    name: str  # in every label: the containers of this host's site
     containers: tuple[Container, ...]
     stop_on_exit: str = "stop"
 
     def enabled(self) -> tuple[Container, ...]:
         return tuple(c for c in self.containers if c.enabled)
 
-    def env_values(self) -> list[dict[str, str]]:
-        return [dict(c.env) for c in self.containers]
+    def container(self, role: str) -> Container | None:
+        return next((c for c in self.containers if c.role == role), None)
+
+
+RUNNING_STATES = ("running",)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of one container: a restart of the same container is a new run.
+
+    `gone` names the container's absence (removed behind our back, or replaced by
+    us): a run of its own, so that absence is counted once, like an exit.
+    """
+    container_id: str
+    started_at: float | None = None
+    gone: bool = False
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One container as the engine last described it."""
+    id: str
+    name: str
+    site: str | None  # our site label, None when the container is not ours
+    role: str | None
+    spec_hash: str | None
+    image_id: str
+    status: str  # the engine's: created, running, exited, dead, paused, restarting, removing
+    started_at: float | None = None  # epoch seconds
+    finished_at: float | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    health: str | None = None  # the engine's HEALTHCHECK verdict: starting, healthy, unhealthy
+    ip: str | None = None
+    observed_at: float = 0.0  # monotonic; the newer of two descriptions wins
+
+    @property
+    def running(self) -> bool:
+        return self.status in RUNNING_STATES
+
+    @property
+    def run(self) -> Run:
+        return Run(self.id, self.started_at)

@@ -23,10 +23,6 @@ class Notifier:
         self.watchdog_interval = _watchdog_interval(env, os.getpid() if pid is None else pid)
         self._last_status: str | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
     def ready(self, status: str | None = None) -> None:
         lines = ["READY=1"]
         if status is not None:

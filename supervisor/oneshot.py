@@ -61,7 +61,7 @@ def check_runnable(site: Site, container: Container) -> None:
     """Refuse what could run as root by accident or take the name of a managed container."""
     if container.uid == 0 and not container.allow_root:  # the file check refuses it too; never rely on one guard
         raise ExecRefused(f"role {container.role} runs as UID 0 (root) without allow_root; refusing to run a job as root")
-    prefix = site.site + NAME_INFIX
+    prefix = site.name + NAME_INFIX
     clashing = [c for c in site.containers if c.name.startswith(prefix)]
     if clashing:
         names = ", ".join(f"containers.{c.role}.name = {c.name!r}" for c in clashing)
@@ -105,7 +105,7 @@ class OneShot:
     def _ensure_image(self) -> None:
         c = self.container
         try:
-            _, pull_failure = Engine(self.site.site, self.client).resolve_image(
+            _, pull_failure = Engine(self.site.name, self.client).resolve_image(
                 c.image, c.pull,
                 lambda p: self.note(f"pulling {c.image}: {p['layers_done']}/{p['layers']} layers, "
                                     f"{p['bytes'] / 1e6:.1f}/{p['bytes_total'] / 1e6:.1f} MB"),
@@ -117,8 +117,8 @@ class OneShot:
 
     def _create(self) -> str:
         for attempt in range(_NAME_ATTEMPTS):
-            self.name = oneshot_name(self.site.site)
-            kwargs = oneshot_create_kwargs(self.site.site, self.container, self.command, self.name)
+            self.name = oneshot_name(self.site.name)
+            kwargs = oneshot_create_kwargs(self.site.name, self.container, self.command, self.name)
             try:
                 return self.client.containers.create(**kwargs).id
             except docker.errors.APIError as error:

@@ -9,38 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .model import Observed, Run
 from .spec import ContainerSpec
 
-RUNNING_STATES = ("running",)
 RESTARTABLE_STATES = ("exited", "created")  # `start` reuses these; anything else is recreated
-
-
-@dataclass(frozen=True)
-class Observed:
-    """One container as the engine last described it."""
-    id: str
-    name: str
-    site: str | None  # our site label, None when the container is not ours
-    role: str | None
-    spec_hash: str | None
-    image_id: str
-    status: str  # the engine's: created, running, exited, dead, paused, restarting, removing
-    started_at: float | None = None  # epoch seconds
-    finished_at: float | None = None
-    exit_code: int | None = None
-    oom_killed: bool = False
-    health: str | None = None  # the engine's HEALTHCHECK verdict: starting, healthy, unhealthy
-    ip: str | None = None
-    observed_at: float = 0.0  # monotonic; the newer of two descriptions wins
-
-    @property
-    def running(self) -> bool:
-        return self.status in RUNNING_STATES
-
-    @property
-    def run(self) -> tuple[str, float | None]:
-        """Names one run of one container: a restart is a new run."""
-        return (self.id, self.started_at)
 
 
 @dataclass(frozen=True)
@@ -49,9 +21,9 @@ class RoleView:
     busy: bool = False  # an action for it is in flight
     failed: bool = False  # crash loop: given up until a reload
     due: bool = True  # its backoff delay (if any) has passed
-    counted_run: tuple | None = None  # the run whose failure is already recorded
+    counted_run: Run | None = None  # the run whose failure is already recorded
     last_container_id: str | None = None  # the container it last had
-    probe_unhealthy_run: tuple | None = None  # the run the daemon's probe gave up on
+    probe_unhealthy_run: Run | None = None  # the run the daemon's probe gave up on
     probe_healthy: bool | None = None  # the daemon's probe, for the current run
     has_probe: bool = False
     refused_container: str | None = None  # the engine refused to start it: replace, don't retry
@@ -90,7 +62,7 @@ class Cause(str, Enum):
 @dataclass(frozen=True)
 class Failure:
     role: str
-    run: tuple
+    run: Run
     cause: Cause
     exit_code: int | None = None
     uptime: float | None = None
@@ -130,14 +102,27 @@ class Remove:
     reason: str = "not in the site file"
 
 
-Action = ResolveImage | Create | Start | Restart | Remove
+# The daemon's own: not planned from the picture, but beside the others in the action table.
+@dataclass(frozen=True)
+class Resync:
+    """List every container again: catches whatever the event stream missed."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The daemon's stop: one owned container stopped and removed, in reverse start order."""
+    container: Observed
+    timeout: float
+
+
+Action = ResolveImage | Create | Start | Restart | Remove | Resync | Stop
 
 
 @dataclass
 class Plan:
     actions: list = field(default_factory=list)
     blocked: dict[str, str] = field(default_factory=dict)  # role -> why
-    waiting: dict[str, str] = field(default_factory=dict)  # role -> what it waits for
+    waiting: dict[str, str] = field(default_factory=dict)  # role -> what it waits for (shown in status)
 
 
 def new_failures(world: World) -> list[Failure]:
@@ -149,7 +134,7 @@ def new_failures(world: World) -> list[Failure]:
             continue
         holder = world.holder(spec.name)
         if holder is None:
-            gone = ("gone", view.last_container_id)
+            gone = Run(view.last_container_id, gone=True)
             still_there = any(o.id == view.last_container_id for o in world.observed)  # renamed by a reload
             if view.last_container_id and view.counted_run != gone and not still_there:
                 failures.append(Failure(role, gone, Cause.REMOVED))

@@ -37,9 +37,6 @@ class ConfigError(Exception):
         self.file = file
         self.problems = list(problems)
 
-    def lines(self) -> list[str]:
-        return [f"{self.file}: {p.render()}" for p in self.problems]
-
     def __str__(self) -> str:
         count = len(self.problems)
         head = f"{self.file}: {count} problem{'s' if count != 1 else ''}"

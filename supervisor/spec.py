@@ -116,4 +116,4 @@ def spec_hash(container: Container, image_id: str | None) -> str:
 def desired_specs(site: Site, image_ids: dict[str, str] | None = None) -> dict[str, ContainerSpec]:
     """Every enabled container of the site, by role, in the file's order."""
     ids = image_ids or {}
-    return {c.role: ContainerSpec(site.site, c, ids.get(c.image)) for c in site.enabled()}
+    return {c.role: ContainerSpec(site.name, c, ids.get(c.image)) for c in site.enabled()}

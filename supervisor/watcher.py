@@ -18,11 +18,13 @@ from .inbox import ContainerDied, ContainerGone, ContainerSeen, EngineBack, Engi
 RECONNECT_MAX = 10.0  # a ping every 10 s while the engine is down costs nothing
 
 
-def watch_engine(site: str, post: Callable[[object], None], stop: threading.Event) -> None:
+def watch_engine(connect: Callable[[], engine_edge.Engine], post: Callable[[object], None],
+                 stop: threading.Event) -> None:
+    """Follow the site's events until `stop`; `connect` gives a fresh engine client at each (re)connect."""
     delay = 1.0
     while not stop.is_set():
         try:
-            watcher = engine_edge.Engine(site, timeout=30)
+            watcher = connect()
             stream = watcher.events()
             post(EngineBack())
             delay = 1.0

@@ -3,7 +3,7 @@
 `docker` is imported inside the fixtures so that pure unit tests, which never ask
 for an engine, collect and run on a machine without one.
 
-`tests/` is a package (tests/__init__.py): import helpers as `from tests.images import ...`.
+`tests/` is a package (tests/__init__.py): import helpers as `from harness.images import ...`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import uuid
 
 import pytest
 
-# The label the supervisor puts on every container it owns; cleanup keys on it.
-SITE_LABEL = "io.indico-supervisor.site"
+from harness.sites import remove_site_containers
 
 ENGINE_HINT = (
     "No Docker engine answers on {where}. Integration tests need one: "
@@ -48,23 +47,9 @@ def docker_client():
 
 @pytest.fixture(scope="session")
 def busybox(docker_client) -> str:
-    from tests.images import busybox_image
+    from harness.images import busybox_image
 
     return busybox_image(docker_client)
-
-
-def remove_site_containers(client, site: str) -> int:
-    """Force-remove every container (running or not) labelled as belonging to `site`."""
-    import docker.errors
-
-    removed = 0
-    for c in client.containers.list(all=True, filters={"label": f"{SITE_LABEL}={site}"}):
-        try:
-            c.remove(force=True, v=True)  # with its anonymous volumes, which nothing else reuses
-            removed += 1
-        except docker.errors.NotFound:
-            pass  # already gone (e.g. auto_remove, or the code under test removed it)
-    return removed
 
 
 @pytest.fixture
@@ -85,7 +70,7 @@ def run_daemon(tmp_path, busybox, site_name, docker_client):
 
     Torn down before `site_name`, so the daemon is gone before its containers are removed.
     """
-    from tests.daemon_harness import Daemon, site_config
+    from harness.daemon import Daemon, site_config
 
     started = []
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.daemon_harness import wait_until
+from harness.daemon import wait_until
 
 ENSURE_ENGINE = Path(__file__).parent / "tools" / "ensure-engine"
 

@@ -350,7 +350,7 @@ def test_example_site_resolves_to_the_readme_worker_and_celery(tmp_path):
     worker, celery = site.containers
     links = (("indico-db", "indico-db"), ("indico-redis", "indico-redis"))
     binds = (Bind(str(tmp_path / "data"), "/opt/indico/data"), Bind(str(tmp_path / "scratch"), "/opt/indico/scratch"))
-    assert site.site == "indico" and site.stop_on_exit == "stop"
+    assert site.name == "indico" and site.stop_on_exit == "stop"
     assert (worker.role, worker.name, worker.command) == ("worker", "indico-worker", ("run",))
     assert (celery.role, celery.name, celery.command) == ("celery", "indico-celery", ("celery",))
     for container in (worker, celery):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.daemon_harness import site_containers, wait_until
+from harness.daemon import site_containers, wait_until
 from tests.engine_control import signal_dockerd, start_dockerd
 
 

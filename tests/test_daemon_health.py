@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.daemon_harness import wait_until
+from harness.daemon import wait_until
 
 WARNING = 4
 

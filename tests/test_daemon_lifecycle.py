@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.daemon_harness import kill_main_process, site_containers, wait_until
+from harness.daemon import kill_main_process, site_containers, wait_until
 
 
 def running_names(client, site):

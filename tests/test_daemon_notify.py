@@ -15,7 +15,7 @@ from datetime import datetime
 import docker
 import pytest
 
-from tests.daemon_harness import site_containers, wait_until
+from harness.daemon import site_containers, wait_until
 
 # Ignores SIGTERM, so stopping it takes its whole stop_timeout: STOPPING=1 has to come
 # while the containers are plainly still there.

@@ -17,8 +17,8 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from tests.conftest import remove_site_containers
-from tests.daemon_harness import site_containers, wait_until
+from harness.sites import remove_site_containers
+from harness.daemon import site_containers, wait_until
 
 TOOL = Path(__file__).parent / "tools" / "ensure-registry"
 QUIET = 1.5  # long enough for a wrongly planned recreate to show in the log

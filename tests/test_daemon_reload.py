@@ -8,7 +8,7 @@ import signal
 import time
 from datetime import datetime
 
-from tests.daemon_harness import SLEEPER, kill_main_process, site_containers, wait_until
+from harness.daemon import SLEEPER, kill_main_process, site_containers, wait_until
 
 # Long enough for a wrongly planned recreate (decided on the turn after the reload,
 # or once the image is resolved again) to show up in the log; nothing waits on it.

@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import datetime
 
-from tests.daemon_harness import site_containers, wait_until
+from harness.daemon import site_containers, wait_until
 
 ERROR, WARNING = 3, 4
 

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from tests.daemon_harness import kill_main_process, parse_line, site_containers
+from harness.daemon import kill_main_process, parse_line, site_containers
 
 PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
 

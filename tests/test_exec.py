@@ -20,8 +20,8 @@ import yaml
 from supervisor.model import Bind, Container, Network, Port, Site
 from supervisor.oneshot import ExecRefused, check_runnable
 from supervisor.spec import LABEL_ONESHOT, LABEL_ONESHOT_ROLE, LABEL_SITE, ContainerSpec, oneshot_create_kwargs
-from tests.conftest import remove_site_containers
-from tests.daemon_harness import SLEEPER, site_config, wait_until
+from harness.sites import remove_site_containers
+from harness.daemon import SLEEPER, site_config, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = 1.5  # long enough for a wrongly planned removal to show in the log

@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from supervisor.cli import main
-from tests.daemon_harness import site_containers
+from harness.daemon import site_containers
 
 # The README's keys, written out here so a key the code forgot to refuse shows up.
 CLOSED_MAPPINGS = {

@@ -16,8 +16,8 @@ import time
 
 import docker.errors
 
-from tests.conftest import SITE_LABEL
-from tests.daemon_harness import SLEEPER, site_containers, wait_until
+from harness.sites import SITE_LABEL
+from harness.daemon import SLEEPER, site_containers, wait_until
 
 ROLE_LABEL = "io.indico-supervisor.role"
 SEED = int(os.environ.get("FAULT_SEED", "20240611"))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import signal
 
-from tests.conftest import SITE_LABEL
-from tests.daemon_harness import site_containers, wait_until
+from harness.sites import SITE_LABEL
+from harness.daemon import site_containers, wait_until
 from tests.engine_control import signal_dockerd, start_dockerd
 
 ROLE_LABEL = "io.indico-supervisor.role"

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-from tests.daemon_harness import kill_main_process, site_containers, wait_until
+from harness.daemon import kill_main_process, site_containers, wait_until
 
 ERROR = 3
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.daemon_harness import kill_main_process, site_containers
+from harness.daemon import kill_main_process, site_containers
 from tests.test_daemon_secrets import check_config, env_of, events, wait_for
 
 

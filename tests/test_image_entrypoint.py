@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import SITE_LABEL
+from harness.sites import SITE_LABEL
 from tests.indico_images import worker_image
 
 # No account in the image has this UID: any UID that owns the bound directories must do.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import Daemon, kill_main_process, wait_until
+from harness.daemon import Daemon, kill_main_process, wait_until
 from tests.indico_images import DB_NAME, DB_PASSWORD, DB_USER, postgres_image, redis_image, worker_image
 
 UID_GID = "4321:4321"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.model import Bind, Container, Network, Probe
+from supervisor.model import Bind, Container, Network, Probe, Run
 from supervisor.plan import (Cause, Create, Failure, Observed, Remove, ResolveImage, Restart, RoleView, Start, World,
                              new_failures, plan, ready)
 from supervisor.spec import ContainerSpec
@@ -140,7 +140,7 @@ def test_a_run_the_daemon_probe_gave_up_on_is_an_unhealthy_failure():
 def test_a_probe_verdict_on_an_earlier_run_does_not_fail_the_current_run():
     s = spec(probe=Probe("tcp", port=8000))
     holder = seen(s, started_at=2000.0)
-    view = RoleView(probe_unhealthy_run=(holder.id, 1000.0), has_probe=True)
+    view = RoleView(probe_unhealthy_run=Run(holder.id, 1000.0), has_probe=True)
     assert new_failures(world([s], [holder], {"worker": view})) == []
 
 
@@ -160,7 +160,7 @@ def test_a_container_removed_behind_our_back_is_a_removed_failure_once():
     s = spec()
     view = RoleView(last_container_id="abc123")
     failures = new_failures(world([s], [], {"worker": view}))
-    assert failures == [Failure("worker", ("gone", "abc123"), Cause.REMOVED)]
+    assert failures == [Failure("worker", Run("abc123", gone=True), Cause.REMOVED)]
     counted = replace(view, counted_run=failures[0].run)
     assert new_failures(world([s], [], {"worker": counted})) == []
 
@@ -285,7 +285,7 @@ def test_a_changed_running_container_waits_while_the_last_recreated_one_fails_it
 def test_a_changed_running_container_waits_while_the_last_recreated_one_is_missing():
     web, worker = spec("web"), spec("worker")
     observed = [seen(worker, spec_hash="stale")]
-    views = {"web": RoleView(due=False, last_container_id="x", counted_run=("gone", "x"))}
+    views = {"web": RoleView(due=False, last_container_id="x", counted_run=Run("x", gone=True))}
     assert plan(world([web, worker], observed, views, rolling="web")).actions == []
 
 
@@ -387,7 +387,7 @@ def test_a_running_container_whose_run_was_counted_is_restarted():
 def test_a_running_container_whose_earlier_run_was_counted_is_left_alone():
     s = spec()
     holder = seen(s, started_at=2000.0)
-    assert plan(world([s], [holder], {"worker": RoleView(counted_run=(holder.id, 1000.0))})).actions == []
+    assert plan(world([s], [holder], {"worker": RoleView(counted_run=Run(holder.id, 1000.0))})).actions == []
 
 
 def test_a_dead_container_is_recreated():
@@ -589,7 +589,7 @@ def observed_sets(draw):
 @st.composite
 def worlds(draw):
     observed = draw(observed_sets())
-    runs = [o.run for o in observed] + [None, ("gone", "x")]
+    runs = [o.run for o in observed] + [None, Run("x", gone=True)]
     desired = {}
     for role in draw(st.lists(st.sampled_from(ROLES), unique=True)):
         desired[role] = replace(SPECS[role], image_id=draw(st.sampled_from((IMAGE_ID, IMAGE_ID, None))))

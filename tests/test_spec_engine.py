@@ -14,7 +14,7 @@ import pytest
 
 from supervisor.config import load_site
 from supervisor.spec import LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec, desired_specs
-from tests.conftest import SITE_LABEL
+from harness.sites import SITE_LABEL
 
 NS = 1_000_000_000
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.daemon_harness import SLEEPER, kill_main_process, site_config, site_containers, wait_until
+from harness.daemon import SLEEPER, kill_main_process, site_config, site_containers, wait_until
 from tests.systemd_host import SYSTEMD, SystemdHost, host_journal
 
 UNIT = "indico-supervisor"

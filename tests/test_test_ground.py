@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from tests import images
-from tests.conftest import SITE_LABEL
+from harness import images
+from harness.sites import SITE_LABEL
 
 pytest_plugins = ["pytester"]
 
@@ -103,7 +103,7 @@ def test_site_name_fixture_removes_its_labelled_containers_and_nothing_else(
         pytester.makeconftest("from tests.conftest import *")
         pytester.makepyfile(
             """
-            from tests.conftest import SITE_LABEL
+            from harness.sites import SITE_LABEL
 
             def test_leaves_containers_behind(docker_client, busybox, site_name, tmp_path_factory):
                 ids = []

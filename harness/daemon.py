@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import SITE_LABEL
+from harness.sites import SITE_LABEL
 
 # Ends promptly on SIGTERM (a bare `sleep` as PID 1 would ignore it until the timeout).
 SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"]

@@ -6,7 +6,7 @@ it. The result is cached under a tag derived from the binary and BUILD_VERSION, 
 only the first call on an engine builds anything.
 
 Run as a script to build (or reuse) it and print the reference:
-    python tests/images.py
+    python harness/images.py
 """
 
 from __future__ import annotations

@@ -1,0 +1,464 @@
+"""Every role's lifecycle and everything the daemon knows, in one pure ledger.
+
+Owns: the containers as last observed; per role its restart tracker, the run whose
+failure is already counted, its probe's verdict, the engine's last refusal and its
+state; per image its resolution; the actions in flight (one per role, image or
+container, and one resync); containers written off by a failed replacement; the
+resync schedule and the stop's progress. It answers "what next" through the pure planner.
+
+Must not: talk to the engine, start threads, read a clock (time comes in as a `Now`),
+or log: every method returns the `Event`s to log. So a test can replay any sequence
+of the daemon's messages and action outcomes through it, in milliseconds.
+
+How actions change it is written per action kind in `actions.py`; a role's states
+and their legal changes are `lifecycle.py`'s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .lifecycle import IMAGE_RETRY, Event, ImageRecord, Now, RoleRecord, role_status, transition_events
+from .model import Observed, Probe, Run, Site
+from .plan import (Cause, Create, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
+                   new_failures, plan)
+from .policy import RestartTracker
+from .spec import desired_specs
+from .status import SETTLED, RoleStatus
+
+RESYNC_EVERY = 30.0  # seconds; events do the work, this only catches what they missed
+BLOCKED_RESYNC_EVERY = 2.0  # a foreign container holding our name shows in no event of ours
+UNREACHABLE_RESYNC_AFTER = 2.0
+
+FAILURE_EVENTS = {Cause.EXITED: "container_exited", Cause.OOM: "container_oom_killed",
+                  Cause.UNHEALTHY: "container_unhealthy", Cause.REMOVED: "container_removed"}
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    run: Run
+    probe: Probe
+    container_id: str
+    ip: str | None
+
+
+def lock_of(action) -> tuple:
+    """What an action holds while in flight: its role, its image, its container, or the resync.
+
+    One action per lock at a time: the planner skips a busy role, image or container.
+    """
+    match action:
+        case Create(role=role) | Start(role=role) | Restart(role=role):
+            return ("role", role)
+        case ResolveImage(image=image):
+            return ("image", image)
+        case Remove(container=container) | Stop(container=container):
+            return ("container", container.id)
+        case Resync():
+            return ("resync",)
+    raise TypeError(f"not an action: {action!r}")
+
+
+class Ledger:
+    def __init__(self, site: Site):
+        self.site = site
+        self.observed: dict[str, Observed] = {}
+        self.roles: dict[str, RoleRecord] = {}
+        self.images: dict[str, ImageRecord] = {}
+        self.in_flight: dict[tuple, object] = {}
+        self.written_off: dict[str, str] = {}  # container ID -> role: replaced by us, its end is no failure
+        self.rolling: str | None = None  # the role recreated last for a changed spec
+        self.blocked: dict[str, str] = {}
+        self.waiting: dict[str, str] = {}  # role -> what it waits for, as the planner said
+        self.engine_up = False
+        self.next_resync_at = 0.0
+        self.stopping = False
+        self.finished = False  # the stop is done: the loop may end
+        self.stop_tried: set[str] = set()
+        self._events: list[Event] = []
+        self.adopt(site)
+        self._events.clear()  # nothing is forgiven at the start
+
+    # What the engine shows.
+
+    def see(self, container: Observed) -> list[Event]:
+        known = self.observed.get(container.id)
+        if known is not None and known.observed_at > container.observed_at:
+            return self._take()
+        self.observed[container.id] = container
+        if known is not None and known.health != container.health and container.health:
+            self._emit("info", "container_health", container=container.name, role=container.role,
+                       health=container.health)
+        record = self.roles.get(container.role or "")
+        configured = self.site.container(container.role) if container.role else None
+        if record is not None and container.site and configured and container.name == configured.name:
+            record.last_container_id = container.id
+        return self._take()
+
+    def container_died(self, container_id: str, exit_code: int | None, oom_killed: bool, observed_at: float,
+                       now: Now) -> list[Event]:
+        known = self.observed.get(container_id)
+        if known is None or not known.running or known.observed_at > observed_at:
+            return self._take()  # the inspect that follows every event tells the rest
+        return self.see(replace(known, status="exited", exit_code=exit_code, oom_killed=oom_killed,
+                                finished_at=now.wall, health=None, observed_at=observed_at))
+
+    def container_gone(self, container_id: str, observed_at: float) -> list[Event]:
+        known = self.observed.get(container_id)
+        if known is not None and known.observed_at <= observed_at:
+            del self.observed[container_id]
+        return self._take()
+
+    def resynced(self, containers: tuple[Observed, ...], started_at: float) -> list[Event]:
+        fresh = {c.id for c in containers}
+        for container_id, known in list(self.observed.items()):
+            if container_id not in fresh and known.observed_at < started_at:
+                del self.observed[container_id]
+        for container in containers:
+            self.see(container)
+        if not self.engine_up:
+            self._emit("info", "engine_synced", containers=len(containers))
+        self.engine_up = True
+        return self._take()
+
+    def engine_lost(self, error: str) -> list[Event]:
+        if self.engine_up:
+            self._emit("error", "engine_lost", reason=error,
+                       hint="reconnecting with backoff; containers are left as they are")
+        self.engine_up = False
+        return self._take()
+
+    def engine_back(self) -> list[Event]:
+        self._emit("info", "engine_connected")
+        self.next_resync_at = 0.0
+        return self._take()
+
+    def probe_verdict(self, role: str, run: Run, healthy: bool, detail: str) -> list[Event]:
+        record = self.roles.get(role)
+        if record is None or record.probe_run != run:
+            return self._take()  # a verdict on a run that is already gone
+        record.probe_healthy = healthy
+        if healthy:
+            self._emit("info", "probe_passed", role=role, detail=detail)
+        else:
+            record.probe_unhealthy_run = run
+            self._emit("warning", "probe_failed", role=role, detail=detail)
+        return self._take()
+
+    def probe_started(self, role: str, run: Run) -> None:
+        record = self.roles[role]
+        record.probe_run, record.probe_healthy = run, None
+
+    # What to do next.
+
+    def next_actions(self, now: Now) -> tuple[list, list[Event]]:
+        """The actions to start now; the caller starts each through `actions.begin`."""
+        if self.finished:
+            return [], self._take()
+        if self.stopping:
+            return self._next_stop(), self._take()
+        found: list = []
+        if now.mono >= self.next_resync_at and ("resync",) not in self.in_flight:
+            found.append(Resync())
+        if self.engine_up:
+            found += self._reconcile(now)
+        return found, self._take()
+
+    def _reconcile(self, now: Now) -> list:
+        for failure in new_failures(self.world(now)):
+            if failure.run.container_id in self.written_off:
+                self.roles[failure.role].counted_run = failure.run  # its end was ours, already counted
+                continue
+            self._record_failure(failure, now)
+        result = plan(self.world(now))
+        for role, why in result.blocked.items():
+            if self.blocked.get(role) != why:
+                self._emit("error", "container_blocked", role=role, reason=why)
+        self.blocked, self.waiting = result.blocked, result.waiting
+        if self.blocked:
+            self.next_resync_at = min(self.next_resync_at, now.mono + BLOCKED_RESYNC_EVERY)
+        return result.actions
+
+    def _record_failure(self, failure: Failure, now: Now) -> None:
+        record = self.roles[failure.role]
+        delay = record.tracker.delay_after_failure(now.mono, failure.uptime)
+        record.counted_run = failure.run
+        record.last_failure = {"cause": failure.cause.value, "exit_code": failure.exit_code, "delay": delay}
+        if delay is None:
+            policy = record.tracker.policy
+            name = self.site.container(failure.role).name
+            self._emit("error", "container_failed", role=failure.role, cause=failure.cause.value,
+                       exit_code=failure.exit_code, restarts=len(record.tracker.recent), window=policy.window,
+                       hint=f"more than {policy.max_restarts} restarts within {policy.window:g}s; no more restarts. "
+                            f"Look at `docker logs {name}`, fix the cause, then `systemctl reload indico-supervisor`")
+            return
+        self._emit("warning", FAILURE_EVENTS[failure.cause], role=failure.role, exit_code=failure.exit_code,
+                   uptime=None if failure.uptime is None else round(failure.uptime, 3),
+                   restart_in=seconds(delay), restarts=record.tracker.total)
+
+    def world(self, now: Now) -> World:
+        ids = {ref: image.image_id for ref, image in self.images.items() if image.image_id}
+        desired = desired_specs(self.site, ids)
+        holders: dict[str, Observed] = {}
+        for seen in self.observed.values():
+            holders.setdefault(seen.name, seen)  # the one World.holder() finds: the first of that name
+        views = {}
+        for role, record in self.roles.items():
+            spec = desired.get(role)
+            holder = holders.get(spec.name) if spec else None
+            # A probe's verdict holds for the run it probed only: a recreated container has none yet.
+            probed = record.probe_healthy if holder is not None and record.probe_run == holder.run else None
+            views[role] = RoleView(busy=self.busy(role), failed=record.tracker.failed,
+                                   due=record.tracker.due(now.mono), counted_run=record.counted_run,
+                                   last_container_id=record.last_container_id,
+                                   probe_unhealthy_run=record.probe_unhealthy_run, probe_healthy=probed,
+                                   has_probe=spec is not None and spec.container.probe is not None,
+                                   refused_container=record.refused_container)
+        resolving = frozenset(ref for kind, ref in (k for k in self.in_flight if len(k) == 2) if kind == "image")
+        due = frozenset(ref for ref, image in self.images.items()
+                        if image.stale and ref not in resolving and image.tracker.due(now.mono))
+        removing = frozenset(ref for kind, ref in (k for k in self.in_flight if len(k) == 2) if kind == "container")
+        return World(site=self.site.name, desired=desired, observed=tuple(self.observed.values()), roles=views,
+                     images_busy=resolving, images_due=due, busy_containers=removing, rolling=self.rolling,
+                     wall_now=now.wall)
+
+    def probe_targets(self, now: Now) -> dict[str, ProbeTarget]:
+        """The runs the daemon's probes should watch now: one per probed role whose container runs."""
+        world = self.world(now)
+        targets = {}
+        for role, spec in world.desired.items():
+            holder = world.holder(spec.name)
+            probe = spec.container.probe
+            if probe and holder and holder.running and world.owns(holder):
+                targets[role] = ProbeTarget(holder.run, probe, holder.id, holder.ip)
+        return targets
+
+    # Actions in flight: `actions.py` calls these around each kind's own outcome.
+
+    def busy(self, role: str) -> bool:
+        return ("role", role) in self.in_flight
+
+    def hold(self, action) -> None:
+        self.in_flight[lock_of(action)] = action
+
+    def release(self, action) -> None:
+        self.in_flight.pop(lock_of(action), None)
+
+    def engine_unreachable(self, error: str, now: Now) -> list[Event]:
+        """An action found the engine gone: planning stops until a resync succeeds.
+
+        Retrying against an engine that is gone would only spin; the watcher's
+        reconnect, or the next resync, resumes it.
+        """
+        self.engine_lost(error)
+        self.next_resync_at = min(self.next_resync_at, now.mono + UNREACHABLE_RESYNC_AFTER)
+        return self._take()
+
+    # Outcomes, by action kind (see actions.ACTIONS).
+
+    def resync_done(self, action, result, now: Now) -> list[Event]:
+        self.next_resync_at = now.mono + RESYNC_EVERY
+        return self.resynced(result.containers, result.started_at)
+
+    def resync_failed(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
+        self.next_resync_at = now.mono + RESYNC_EVERY  # the watcher's reconnect brings one sooner
+        self._emit("debug", "resync_failed", reason=error)
+        return self._take()
+
+    def image_resolved(self, action, result: tuple[str, str | None], now: Now) -> list[Event]:
+        image_id, pull_failure = result
+        image = self.images.setdefault(action.image, ImageRecord())
+        if pull_failure:
+            # The registry is away but the image is here: Indico keeps running on it.
+            self._emit("warning", "image_pull_failed", image=action.image, reason=pull_failure,
+                       using="the image already on this host")
+        if image.image_id != image_id:
+            self._emit("info", "image_resolved", image=action.image, image_id=image_id[:19])
+        image.image_id, image.stale, image.error = image_id, False, ""
+        image.tracker.started()
+        return self._take()
+
+    def image_unavailable(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
+        image = self.images.setdefault(action.image, ImageRecord())
+        image.error = error
+        delay = image.tracker.delay_after_failure(now.mono, None, counted=False)
+        self._emit("error", "image_unavailable", image=action.image, reason=error, retry_in=seconds(delay))
+        return self._take()
+
+    def role_action_begun(self, action, now: Now) -> list[Event]:
+        if isinstance(action, Create):
+            if rolls(action):
+                self.rolling = action.role  # from now, not once done: its old container may still look ready
+            if action.replace is not None:
+                self._emit("info", "container_recreating", role=action.role, reason=action.reason)
+        return self._take()
+
+    def role_action_done(self, action, container: Observed, now: Now) -> list[Event]:
+        if isinstance(action, Create) and action.replace is not None:
+            self.observed.pop(action.replace.id, None)
+        self.see(container)
+        record = self.roles.get(action.role)
+        if record is None:
+            return self._take()  # disabled by a reload while it started: the planner removes it
+        record.error, record.refused_container = "", None
+        self.written_off = {cid: role for cid, role in self.written_off.items() if role != action.role}
+        record.tracker.started()
+        record.last_container_id = container.id
+        fields = {"container_id": container.id[:12]}
+        if record.last_failure:
+            self._emit("info", "container_restarted", role=action.role, **fields, **record.last_failure,
+                       restarts=record.tracker.total)
+            record.last_failure = {}
+        elif isinstance(action, Create) and action.replace is not None:
+            self._emit("info", "container_recreated", role=action.role, **fields)
+        elif isinstance(action, Create):
+            self._emit("info", "container_started", role=action.role, **fields)
+        return self._take()
+
+    def role_action_failed(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
+        record = self.roles.get(action.role)
+        if record is None:
+            return self._take()
+        if isinstance(action, Create) and action.replace is not None:
+            # We replaced the old one (removed, or failing that, refused by the engine): its
+            # absence, or a late description of it as exited, is no failure of its own.
+            record.counted_run = Run(action.replace.id, gone=True)
+            self.written_off[action.replace.id] = action.role
+        if unreachable:
+            return self._take()  # the engine went away; its return brings a resync, not a penalty
+        record.error = error
+        if not isinstance(action, Create):
+            record.refused_container = action.container.id
+        delay = record.tracker.delay_after_failure(now.mono, None, counted=False)
+        self._emit("error", "container_start_failed", role=action.role, reason=error, retry_in=seconds(delay))
+        self.next_resync_at = 0.0  # a create may have left a container behind: look
+        return self._take()
+
+    def removal_begun(self, action, now: Now) -> list[Event]:
+        if isinstance(action, Stop):
+            self._emit("info", "container_stopping", container=action.container.name, role=action.container.role,
+                       timeout=action.timeout)
+        else:
+            self._emit("info", "container_removing", container=action.container.name, role=action.container.role,
+                       reason=action.reason)
+        return self._take()
+
+    def removal_done(self, action, result, now: Now) -> list[Event]:
+        self.observed.pop(action.container.id, None)
+        self._emit("info", "container_removed", container=action.container.name, role=action.container.role)
+        return self._take()
+
+    def removal_failed(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
+        self._emit("error", "container_remove_failed", container=action.container.name, reason=error)
+        return self._take()
+
+    # Reload and stop.
+
+    def adopt(self, site: Site) -> list[Event]:
+        """Take a (new) site file: new settings, and a failed role gets a new chance."""
+        self.site = site
+        for container in site.enabled():
+            record = self.roles.setdefault(container.role, RoleRecord(RestartTracker(container.restart)))
+            if record.tracker.failed:
+                self._emit("info", "container_forgiven", role=container.role,
+                           hint="failed before the reload; trying again")
+                record.last_failure["delay"] = 0.0  # the restart it gets now is immediate
+            record.tracker.forgive(container.restart)
+            self.images.setdefault(container.image, ImageRecord())
+        enabled = {c.role for c in site.enabled()}
+        for role in [r for r in self.roles if r not in enabled and not self.busy(r)]:
+            del self.roles[role]
+        return self._take()
+
+    def reload(self, site: Site) -> list[Event]:
+        events = self.adopt(site)
+        for image in self.images.values():
+            image.stale = True  # `always` pulls again; a retagged local image is noticed
+            image.tracker.forgive(IMAGE_RETRY)
+        return events
+
+    def begin_stop(self, leave: bool, signal_name: str, on_exit: str) -> list[Event]:
+        """Stop every owned container in reverse start order, or (`leave`) none of them."""
+        self.stopping = True
+        if leave:
+            self.finished = True
+            self._emit("info", "daemon_stopping", signal=signal_name, on_exit=on_exit,
+                       containers_left_running=sum(1 for c in self.observed.values() if c.site and c.running))
+            return self._take()
+        self._emit("info", "daemon_stopping", signal=signal_name, on_exit="stop", containers=len(self._to_stop()))
+        return self._take()
+
+    def _next_stop(self) -> list:
+        # Let a start under way finish, so nothing comes up after we stopped; only then
+        # choose what to stop next, so what that start brought up is stopped too.
+        if any(kind in ("role", "container") for kind, *_ in self.in_flight):
+            return []
+        remaining = self._to_stop()
+        if not remaining:
+            self.finished = True
+            return []
+        self.stop_tried.add(remaining[0].id)  # one try each: a refused removal is logged, not retried forever
+        return [Stop(remaining[0], self.stop_timeout(remaining[0].role))]
+
+    def _to_stop(self) -> list[Observed]:
+        """Owned containers still to stop: reverse start order, those of roles no longer configured first."""
+        order = [c.role for c in self.site.containers]
+        owned = [c for c in self.observed.values() if c.site and c.id not in self.stop_tried
+                 and c.status in ("running", "created", "exited", "paused")]
+        owned.sort(key=lambda c: -order.index(c.role) if c.role in order else -len(order) - 1)
+        return owned
+
+    # Reporting.
+
+    def statuses(self, now: Now) -> tuple[list[RoleStatus], list[Event]]:
+        """Each enabled role's state; a change of state is an event with its cause."""
+        world = self.world(now)
+        statuses = []
+        for container in self.site.enabled():
+            record = self.roles[container.role]
+            status = role_status(container, record, world, now, stopping=self.stopping, busy=self.busy(container.role),
+                                 blocked=self.blocked.get(container.role), waiting=self.waiting.get(container.role, ""),
+                                 image_error=self.images[container.image].error)
+            self._events += transition_events(record, status)
+            statuses.append(status)
+        return statuses, self._take()
+
+    def settled(self, statuses: list[RoleStatus]) -> bool:
+        """Every role runs or has a stated reason not to: the moment for READY=1."""
+        return self.engine_up and all(s.state in SETTLED for s in statuses)
+
+    def deadlines(self) -> list[float]:
+        """Monotonic times at which something becomes due: a resync, a restart, an image retry."""
+        found = [self.next_resync_at]
+        found += [r.tracker.next_start_at for r in self.roles.values() if r.tracker.next_start_at]
+        found += [i.tracker.next_start_at for i in self.images.values() if i.tracker.next_start_at]
+        return found
+
+    def wanted_names(self) -> list[str]:
+        return [c.name for c in self.site.enabled()]
+
+    def stop_timeout(self, role: str | None) -> float:
+        known = self.site.container(role) if role else None
+        return known.stop_timeout if known else 30.0
+
+    # Events.
+
+    def _emit(self, level: str, name: str, role: str | None = None, **fields) -> None:
+        # A role's own container is named by the role's logger; any other container by its field.
+        if role is not None and "container" in fields:
+            fields = {"role": role, **fields}
+            role = None
+        self._events.append(Event(level, name, role, fields))
+
+    def _take(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+
+def rolls(action) -> bool:
+    """A running container recreated for a changed spec: part of the one-at-a-time rollout."""
+    return isinstance(action, Create) and action.reason == "changed" and action.replace is not None \
+        and action.replace.running
+
+
+def seconds(delay: float | None) -> float | None:
+    return None if delay is None else round(delay, 3)
