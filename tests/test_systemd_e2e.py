@@ -215,6 +215,31 @@ def test_a_hung_daemon_is_restarted_by_the_watchdog_and_adopts_the_containers(in
     assert events_in(journal_entries(installed, "-u", UNIT), "daemon_ready")[-1]["_PID"] != pid
 
 
+def test_http_tcp_and_exec_probes_pass_from_inside_the_units_sandbox(installed, docker_client, site_name, busybox,
+                                                                    site_dir):
+    # The hardened unit must still let the daemon reach containers at their IPs (http,
+    # tcp) and run execs through the socket; a probe it could not make would fail.
+    def serving(script: str) -> list[str]:
+        return ["sh", "-c", f"trap 'exit 0' TERM\n{script}\nwhile :; do sleep 0.2; done"]
+    timings = {"interval": "1s", "timeout": "3s", "retries": 3, "start_period": "10s"}
+    containers = {
+        "worker": {"command": serving("mkdir -p /tmp/www && echo ok > /tmp/www/ok.html && httpd -p 8080 -h /tmp/www"),
+                   "health": {"http": {"port": 8080, "path": "/ok.html"}, **timings}},
+        "celery": {"command": serving("nc -ll -p 9000 -e true &"), "health": {"tcp": {"port": 9000}, **timings}},
+        "probed": {"command": serving("touch /tmp/ok"), "health": {"exec": ["test", "-f", "/tmp/ok"], **timings}},
+    }
+    installed.write(SITE_FILE, site_text(site_name, busybox, site_dir, containers=containers))
+
+    installed.sh(START)
+
+    wait_until(lambda: {"worker healthy", "celery healthy", "probed healthy"}
+               <= set(installed.unit("StatusText").split("; ")), 60, what="every probe passed")
+    entries = journal_entries(installed, "-u", UNIT)
+    passed = " ".join(str(e["MESSAGE"]) for e in events_in(entries, "probe_passed")) + " "
+    assert all(f"role={role} " in passed for role in containers), passed
+    assert not events_in(entries, "probe_failed") and not events_in(entries, "container_restarted")
+
+
 def test_stop_stops_the_containers_and_start_brings_them_back(running, docker_client, site_name):
     names = {f"{site_name}-worker", f"{site_name}-celery"}
 
