@@ -101,6 +101,22 @@ def events_in(entries: list[dict], name: str) -> list[dict]:
     return [e for e in entries if f"event={name} " in str(e.get("MESSAGE", "")) + " "]
 
 
+# dpkg runs maintainer scripts with /usr/local/sbin first on PATH: this systemctl makes
+# the daemon go (SIGUSR1: containers left running) just before the script's kill runs.
+RACING_SYSTEMCTL = f"""#!/bin/sh
+if [ "$1" = kill ]; then
+    /bin/systemctl kill --kill-who=main --signal=SIGUSR1 {UNIT}
+    while [ "$(/bin/systemctl show -P MainPID {UNIT})" != 0 ]; do sleep 0.1; done
+fi
+exec /bin/systemctl "$@"
+"""
+
+
+def race_the_kill(machine: SystemdHost) -> None:
+    machine.write("/usr/local/sbin/systemctl", RACING_SYSTEMCTL)
+    machine.sh("chmod 755 /usr/local/sbin/systemctl")
+
+
 def test_install_enables_the_unit_but_starts_nothing_until_the_site_file_is_edited(machine, docker_client, site_name):
     status, output = machine.sh(f"dpkg -i {machine.deb}", check=False)
 
@@ -285,6 +301,28 @@ def test_upgrade_reexecs_the_daemon_under_the_same_pid_and_restarts_no_container
     assert events_in(journal_entries(running, "-u", UNIT), "daemon_reexec")
     assert snapshot(docker_client, site_name) == before
     assert running.sh(f"cat {SITE_FILE}")[1] == edited  # a conffile: the admin's edits survive
+
+
+def test_upgrade_survives_the_daemon_stopping_between_the_check_and_the_signal(running, docker_client, site_name):
+    before = snapshot(docker_client, site_name)
+    race_the_kill(running)
+
+    status, output = running.sh(f"dpkg -i {running.deb}", check=False)
+
+    assert status == 0 and "stopped before the handover" in output, output
+    assert running.unit("ActiveState") == "inactive"
+    assert snapshot(docker_client, site_name) == before
+
+
+def test_remove_survives_the_daemon_stopping_between_the_check_and_the_signal(running, docker_client, site_name):
+    before = snapshot(docker_client, site_name)
+    race_the_kill(running)
+
+    status, output = running.sh("dpkg -r indico-supervisor", check=False)
+
+    assert status == 0 and "had stopped already" in output, output
+    assert running.sh("dpkg-query -W -f='${Status}' indico-supervisor")[1] == "deinstall ok config-files"
+    assert snapshot(docker_client, site_name) == before
 
 
 def test_remove_and_purge_leave_the_containers_and_the_data(running, docker_client, site_name, site_dir):
