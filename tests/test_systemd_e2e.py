@@ -101,6 +101,20 @@ def events_in(entries: list[dict], name: str) -> list[dict]:
     return [e for e in entries if f"event={name} " in str(e.get("MESSAGE", "")) + " "]
 
 
+def still_starting_site(site: str, image: str, root: Path) -> str:
+    """A site the daemon cannot finish starting: celery waits for an image that is not
+    there (pull: never), as it would for a long pull, so the unit stays `activating`
+    while the worker runs."""
+    celery = {"image": f"indico-supervisor-test/{site}-absent:1", "pull": "never"}
+    return site_text(site, image, root, containers={"worker": {}, "celery": celery})
+
+
+def wait_activating_with_the_worker_up(machine: SystemdHost, client, site: str) -> None:
+    wait_until(lambda: f"{site}-worker" in snapshot(client, site), 60, what="the worker running")
+    wait_until(lambda: "image_unavailable" in machine.journal("-u", UNIT), 30, what="celery waiting for its image")
+    assert machine.unit("ActiveState") == "activating"
+
+
 # dpkg runs maintainer scripts with /usr/local/sbin first on PATH: this systemctl makes
 # the daemon go (SIGUSR1: containers left running) just before the script's kill runs.
 RACING_SYSTEMCTL = f"""#!/bin/sh
@@ -301,6 +315,40 @@ def test_upgrade_reexecs_the_daemon_under_the_same_pid_and_restarts_no_container
     assert events_in(journal_entries(running, "-u", UNIT), "daemon_reexec")
     assert snapshot(docker_client, site_name) == before
     assert running.sh(f"cat {SITE_FILE}")[1] == edited  # a conffile: the admin's edits survive
+
+
+def test_upgrade_while_the_daemon_is_still_starting_hands_over_too(installed, docker_client, site_name,
+                                                                    busybox, site_dir):
+    installed.write(SITE_FILE, still_starting_site(site_name, busybox, site_dir))
+    installed.sh(f"systemctl --no-block start {UNIT}")
+    wait_activating_with_the_worker_up(installed, docker_client, site_name)
+    before = snapshot(docker_client, site_name)
+    pid = installed.unit("MainPID")
+
+    status, output = installed.sh(f"timeout 120 dpkg -i {installed.deb}", check=False)
+
+    assert status == 0 and "handing over to the new version" in output, output
+    assert "still starting" in output and "journalctl -u indico-supervisor -f" in output, output
+    wait_until(lambda: events_in(journal_entries(installed, "-u", UNIT), "daemon_reexec"), 30,
+               what="daemon_reexec in the journal")
+    assert installed.unit("MainPID") == pid and installed.unit("ActiveState") == "activating"
+    assert snapshot(docker_client, site_name) == before
+
+
+def test_upgrade_whose_new_daemon_dies_says_so_and_leaves_the_package_configured(running, docker_client, site_name,
+                                                                                busybox, site_dir):
+    before = snapshot(docker_client, site_name)
+    # Edited but never reloaded: the re-exec'd daemon reads it and refuses to start.
+    running.write(SITE_FILE, site_text(site_name, busybox, site_dir, user="0:0"))
+
+    status, output = running.sh(f"timeout 120 dpkg -i --force-confold {running.deb}", check=False)
+
+    assert status == 0, output
+    (error,) = [line for line in output.splitlines() if line.startswith("indico-supervisor: ERROR: ")]
+    assert "did not start" in error and "journalctl -u indico-supervisor" in error, output
+    assert running.unit("ActiveState") == "failed"
+    assert running.sh("dpkg-query -W -f='${Status}' indico-supervisor")[1] == "install ok installed"
+    assert snapshot(docker_client, site_name) == before  # the dead daemon left them running
 
 
 def test_upgrade_survives_the_daemon_stopping_between_the_check_and_the_signal(running, docker_client, site_name):
