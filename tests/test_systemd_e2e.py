@@ -160,8 +160,22 @@ def test_install_starts_the_daemon_when_the_site_file_already_passes_check_confi
     status, output = machine.sh(f"dpkg -i --force-confold {machine.deb}", check=False)
 
     assert status == 0 and "passes check-config: starting" in output, output
-    assert machine.unit("ActiveState") == "active"
+    assert "journalctl -u indico-supervisor -f" in output and "systemctl status indico-supervisor" in output
+    wait_until(lambda: machine.unit("ActiveState") == "active", 60, what="the unit active")
     assert set(snapshot(docker_client, site_name)) == {f"{site_name}-worker", f"{site_name}-celery"}
+
+
+def test_install_does_not_wait_for_a_first_start_that_takes_long(machine, docker_client, site_name, busybox,
+                                                                  site_dir):
+    machine.write(SITE_FILE, still_starting_site(site_name, busybox, site_dir))
+
+    # The unit's own start timeout is 15 minutes: a blocking start would hit this one.
+    status, output = machine.sh(f"timeout 60 dpkg -i --force-confold {machine.deb}", check=False)
+
+    assert status == 0 and "passes check-config: starting" in output, output
+    assert "journalctl -u indico-supervisor -f" in output, output
+    wait_activating_with_the_worker_up(machine, docker_client, site_name)
+    assert machine.sh("dpkg-query -W -f='${Status}' indico-supervisor")[1] == "install ok installed"
 
 
 def test_start_returns_after_ready_with_worker_and_celery_running_and_a_status_line(installed, docker_client,
