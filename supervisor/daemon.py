@@ -51,7 +51,7 @@ class Daemon:
         self.site = site
         self.engine = engine or engine_edge.Engine(site.name)
         self.clock = clock or Clock()
-        self.notifier = notifier or Notifier()
+        self.notifier = notifier or Notifier(on_dropped=self._notify_dropped)
         # The event stream gets a client of its own, made afresh at each reconnect.
         self.connect_watcher = connect_watcher or (lambda: engine_edge.Engine(self.site.name, timeout=30))
         self.log = logs.get_logger()
@@ -273,6 +273,10 @@ class Daemon:
             bound = {"role": role, "container": key[1]} if key[1] else {"role": role}
             self.role_logs[key] = self.log.bind(**bound)
         return self.role_logs[key]
+
+    def _notify_dropped(self, message: str) -> None:
+        self.log.warning("notify_dropped", message=message.split("\n")[0],
+                         hint="the notify socket is full: its reader is slow; later messages supersede this one")
 
     def _learn_secrets(self, site: Site) -> None:
         for container in site.containers:
