@@ -104,8 +104,10 @@ def _exec_fresh_daemon(log) -> None:
 
     Our descriptors, the site lock's among them, are close-on-exec, so the new daemon
     takes the lock afresh; the containers were left running and it adopts them.
+    Isolated mode (-I): `-m` would otherwise put the working directory first on
+    sys.path, and a `supervisor/` there (a checkout, anything) would run as root.
     """
-    argv = [sys.executable, "-m", "supervisor", *sys.argv[1:]]
+    argv = [sys.executable, "-I", "-m", "supervisor", *sys.argv[1:]]
     log.info("daemon_reexec", argv=" ".join(argv))
     sys.stdout.flush()
     sys.stderr.flush()
