@@ -82,6 +82,7 @@ class Container:
     allow_root: bool = False
     log_driver: str | None = None
     log_options: tuple[tuple[str, str], ...] = ()
+    cap_add: tuple[str, ...] = ()  # "CAP_…" names, sorted; all others are dropped unless allow_root
 
     @property
     def user(self) -> str:
