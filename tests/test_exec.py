@@ -225,8 +225,8 @@ def test_the_job_matches_the_daemons_worker_and_the_daemon_leaves_it_alone(
 
 @pytest.fixture
 def hanging_engine(tmp_path):
-    from tests.engine_proxy import HangingEngineProxy
-    proxy = HangingEngineProxy(str(tmp_path / "engine.sock"))
+    from tests.proxies import FreezingProxy, engine_socket_path
+    proxy = FreezingProxy(str(tmp_path / "engine.sock"), engine_socket_path())
     yield proxy
     proxy.close()
 
@@ -242,7 +242,7 @@ def test_a_second_ctrl_c_ends_exec_at_once_with_130_when_the_engine_hangs_in_cle
     errors = tmp_path / "exec.err"
     process = start_exec_through(site_file(), hanging_engine, errors, *SLEEPER)
     job = running_job(jobs)
-    hanging_engine.hang()
+    hanging_engine.freeze()
     process.send_signal(signal.SIGINT)
     wait_until(lambda: "SIGINT: stopping" in errors.read_text(), what="the first signal's stop to begin")
 
@@ -263,7 +263,7 @@ def test_cleanup_calls_give_up_on_a_hung_engine_and_say_what_is_left(site_file, 
     errors = tmp_path / "exec.err"
     process = start_exec_through(site_file(stop={"timeout": "1s"}), hanging_engine, errors, *SLEEPER)
     job = running_job(jobs)
-    hanging_engine.hang()
+    hanging_engine.freeze()
     process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=90)
