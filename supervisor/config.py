@@ -28,7 +28,7 @@ ROLE_DEFAULTS = {
 }
 
 SITE_KEYS = ["site", "image", "pull", "user", "volumes", "network", "env", "restart",
-             "stop", "containers", "log_driver", "log_options"]
+             "stop", "containers", "log_driver", "log_options", "pull_timeout"]
 CONTAINER_KEYS = ["image", "pull", "command", "user", "allow_root", "volumes", "network",
                   "env", "ports", "restart", "stop_timeout", "stop_signal", "health",
                   "healthcheck", "enabled", "name", "log_driver", "log_options", "cap_add"]
@@ -130,10 +130,11 @@ class SiteReader:
             "log_options": self.sections.log_options(top.get("log_options"), "log_options"),
         }
         on_exit = self.r.choice(stop.get("on_exit", "stop"), "stop.on_exit", ["stop", "leave"])
+        pull_timeout = self.r.duration(top.get("pull_timeout", 120), "pull_timeout", positive=True)
         containers = self._containers(top.get("containers"), defaults, "user" in top)
-        if name is None or on_exit is None or containers is None:
+        if name is None or on_exit is None or containers is None or pull_timeout is None:
             return None
-        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit)
+        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit, pull_timeout=pull_timeout)
 
     def _containers(self, node: object, defaults: dict, has_user: bool) -> tuple[Container, ...] | None:
         if node is None or node == {}:

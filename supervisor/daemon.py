@@ -61,7 +61,8 @@ class Daemon:
         self.executor = ThreadPoolExecutor(max_workers=MAX_PARALLEL, thread_name_prefix="action")
         self.context = actions.Context(post=self.inbox.put, monotonic=self.clock.monotonic,
                                        wanted_names=lambda: self.ledger.wanted_names(),
-                                       stop_timeout=lambda role: self.ledger.stop_timeout(role))
+                                       stop_timeout=lambda role: self.ledger.stop_timeout(role),
+                                       pull_timeout=lambda: self.site.pull_timeout)
         self.probers: dict[str, Prober] = {}
         self.ready_sent = False
         self.started = self.clock.monotonic()

@@ -95,6 +95,7 @@ class Site:
     name: str  # in every label: the containers of this host's site
     containers: tuple[Container, ...]
     stop_on_exit: str = "stop"
+    pull_timeout: float = 120.0  # seconds a pull may go without progress before it is abandoned and retried
 
     def enabled(self) -> tuple[Container, ...]:
         return tuple(c for c in self.containers if c.enabled)

@@ -118,7 +118,7 @@ class OneShot:
                 c.image, c.pull,
                 lambda p: self.note(f"pulling {c.image}: {p['layers_done']}/{p['layers']} layers, "
                                     f"{p['bytes'] / 1e6:.1f}/{p['bytes_total'] / 1e6:.1f} MB"),
-                on_pull=lambda: self.note(f"pulling {c.image}"))
+                on_pull=lambda: self.note(f"pulling {c.image}"), pull_timeout=self.site.pull_timeout)
         except ImageMissing as missing:
             raise ExecRefused(f"{missing} (containers.{c.role}.pull)") from None
         if pull_failure:

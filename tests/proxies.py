@@ -5,7 +5,9 @@ real server (a unix socket path or a (host, port) pair) until told to `freeze(ru
 from then on a connection that carries a request matching `rule` (one sent before,
 or a later one) forwards nothing more either way and never closes, as a hung server
 would not. `freeze()` with no rule freezes every connection, open or new;
-`freeze(None)` stops freezing new ones (frozen ones stay frozen).
+`freeze(None)` stops freezing new ones (frozen ones stay frozen); `cut_frozen()`
+then closes those, as a stalled TCP connection ends at last (dockerd does not
+cancel a stalled layer download when its client goes, so a later pull waits on it).
 """
 from __future__ import annotations
 
@@ -59,6 +61,15 @@ class FreezingProxy:
             for connection in self.connections:
                 if rule is not None and any(rule(r) for r in connection.requests):
                     connection.frozen = True
+
+    def cut_frozen(self) -> None:
+        with self.lock:
+            frozen = [c for c in self.connections if c.frozen]
+        for connection in frozen:
+            for sock in (connection.client, connection.upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
 
     def matching(self, rule: Rule) -> int:
         """How many connections so far carried a request matching `rule`."""

@@ -1,4 +1,4 @@
-"""`cap_add`: the capabilities a container gets back after all are dropped, checked with the file's other problems."""
+"""Hardening keys: `cap_add` (what a container gets back after every capability is dropped) and `pull_timeout`."""
 from __future__ import annotations
 
 import pytest
@@ -29,3 +29,17 @@ def test_an_unknown_capability_is_refused_with_its_key_path_and_a_hint(tmp_path,
     status, _, err = check_config(file, capsys)
     assert status == 2
     assert any(hint in line for line in problem_lines(err, path)), err
+
+
+def test_pull_timeout_defaults_to_two_minutes_and_takes_a_duration(tmp_path):
+    assert load_site(str(write_site(tmp_path, HEAD + "containers: {worker: {}}\n"))).pull_timeout == 120.0
+    site = load_site(str(write_site(tmp_path, HEAD + "pull_timeout: 5m\ncontainers: {worker: {}}\n")))
+    assert site.pull_timeout == 300.0
+
+
+@pytest.mark.parametrize("written", ["0s", "soon", "-1"])
+def test_a_pull_timeout_that_is_not_a_positive_duration_is_refused(tmp_path, capsys, written):
+    file = write_site(tmp_path, HEAD + f"pull_timeout: {written}\ncontainers: {{worker: {{}}}}\n")
+    status, _, err = check_config(file, capsys)
+    assert status == 2
+    assert problem_lines(err, "pull_timeout"), err
