@@ -159,7 +159,8 @@ class Daemon:
                 self.ledger.probe_started(role, target.run)
                 container_id = target.container_id
                 prober = Prober(role, target.run, target.probe, target.ip,
-                                lambda command: self.engine.exec_exit_code(container_id, command), self.inbox.put)
+                                lambda command, timeout: self.engine.exec_exit_code(container_id, command, timeout),
+                                self.inbox.put)
                 self.probers[role] = prober
                 prober.start()
 

@@ -6,6 +6,8 @@ back through the daemon's inbox; nothing here keeps state of its own.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
@@ -233,8 +235,29 @@ class Engine:
         except docker.errors.NotFound:
             pass
 
-    def exec_exit_code(self, container_id: str, command: list[str]) -> int:
-        return self.client.containers.get(container_id).exec_run(command).exit_code
+    def exec_exit_code(self, container_id: str, command: list[str], timeout: float) -> int | None:
+        """`command`'s exit code in the container, or None when it has not ended within `timeout`.
+
+        Started detached and polled, so the caller's thread waits no longer than the
+        timeout (exec_run would wait for ever). A command still running then is killed,
+        with what it started, so probes that hang do not pile up in the container.
+        """
+        api = self.client.api
+        exec_id = api.exec_create(container_id, command, stdout=False, stderr=False)["Id"]
+        api.exec_start(exec_id, detach=True)
+        deadline = time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            state = api.exec_inspect(exec_id)
+            if not state.get("Running") and state.get("ExitCode") is not None:
+                return state["ExitCode"]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.25)
+        _kill_exec(state.get("Pid") or 0, state.get("ContainerID") or container_id)
+        return None
 
     def events(self) -> Iterator[dict]:
         """This site's container events; the stream ends (or raises) when the engine goes away."""
@@ -291,6 +314,52 @@ def _json_lines(response: requests.Response) -> Iterator[dict]:
 def _read_timed_out(error: requests.exceptions.ConnectionError) -> bool:
     # requests wraps a read timeout met while streaming a body as a ConnectionError.
     return any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in error.args)
+
+
+def _kill_exec(pid: int, container_id: str) -> None:
+    """SIGKILL a timed-out exec's process and its descendants, from the host.
+
+    The engine gives the exec's host PID; another exec running `kill` would need
+    that tool in the image. Only processes still in the container's cgroup are
+    killed, so a PID the host has reused since is never touched. Where the daemon
+    cannot see them (another PID namespace) the process is left: it ends when the
+    container does, and no thread of ours waits on it.
+    """
+    victims, queue = [], [pid] if pid > 0 else []
+    while queue:
+        current = queue.pop()
+        if not _in_container(current, container_id):
+            continue
+        victims.append(current)
+        queue.extend(_children(current))
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _in_container(pid: int, container_id: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cgroup") as stream:
+            return container_id in stream.read()
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as stream:
+                found += [int(child) for child in stream.read().split()]
+        except (OSError, ValueError):
+            pass
+    return found
 
 
 def _split_reference(reference: str) -> tuple[str, str | None]:
