@@ -84,8 +84,8 @@ class Daemon:
                 m.container_id, m.exit_code, m.oom_killed, m.observed_at, self.now())),
             ContainerGone: lambda m: self._heard(m.container_id, self.ledger.container_gone(m.container_id,
                                                                                            m.observed_at)),
-            EngineLost: lambda m: self.missed.stream_lost() or self.ledger.engine_lost(m.error),
-            EngineBack: lambda m: self.missed.stream_opened(self.clock.monotonic()) or self.ledger.engine_back(),
+            EngineLost: self.on_engine_lost,
+            EngineBack: self.on_engine_back,
             ProbeVerdict: lambda m: self.ledger.probe_verdict(m.role, m.run, m.healthy, m.detail),
             PullStarted: self.on_pull_started,
             PullProgress: self.on_pull_progress,
@@ -178,6 +178,14 @@ class Daemon:
             self.missed.resynced(self.ledger.observed, message.result.containers, message.result.started_at,
                                  self.clock.monotonic())
         return actions.finish(self.ledger, message.action, message.result, self.now())
+
+    def on_engine_lost(self, message: EngineLost) -> list[Event]:
+        self.missed.stream_lost()
+        return self.ledger.engine_lost(message.error)
+
+    def on_engine_back(self, message: EngineBack) -> list[Event]:
+        self.missed.stream_opened(self.clock.monotonic())
+        return self.ledger.engine_back()
 
     def _heard(self, container_id: str, events: list[Event]) -> list[Event]:
         self.missed.heard(container_id)

@@ -28,7 +28,7 @@ def notifier_for(monkeypatch):
             monkeypatch.delenv(key, raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        return Notifier(pid=pid, **({"on_dropped": on_dropped} if on_dropped else {}))
+        return Notifier(pid=pid, on_dropped=on_dropped)
     return make
 
 
