@@ -23,6 +23,7 @@ class Context:
     monotonic: Callable[[], float]
     wanted_names: Callable[[], list[str]]
     stop_timeout: Callable[[str | None], float]
+    pull_timeout: Callable[[], float] = lambda: 120.0  # the site's, read at each pull: a reload may change it
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ def _resync(engine, action: Resync, context: Context) -> Resynced:
 def _resolve_image(engine, action: ResolveImage, context: Context) -> tuple[str, str | None]:
     return engine.resolve_image(action.image, action.pull,
                                 lambda progress: context.post(PullProgress(action.image, progress)),
-                                on_pull=lambda: context.post(PullStarted(action.image)))
+                                on_pull=lambda: context.post(PullStarted(action.image)),
+                                pull_timeout=context.pull_timeout())
 
 
 def _nothing(ledger: Ledger, action, now: Now) -> list[Event]:

@@ -104,8 +104,10 @@ def _exec_fresh_daemon(log) -> None:
 
     Our descriptors, the site lock's among them, are close-on-exec, so the new daemon
     takes the lock afresh; the containers were left running and it adopts them.
+    Isolated mode (-I): `-m` would otherwise put the working directory first on
+    sys.path, and a `supervisor/` there (a checkout, anything) would run as root.
     """
-    argv = [sys.executable, "-m", "supervisor", *sys.argv[1:]]
+    argv = [sys.executable, "-I", "-m", "supervisor", *sys.argv[1:]]
     log.info("daemon_reexec", argv=" ".join(argv))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -149,7 +151,7 @@ def _status(args: argparse.Namespace) -> int:
         if not is_unreachable(error):
             raise
         seen, engine_note = {}, f"unreachable ({reason(error)})"
-    daemon_rows = {row["role"]: row for row in (state or {}).get("containers", [])} if alive else {}
+    daemon_rows = {row["role"]: row for row in state["containers"]} if alive else {}
     rows = []
     for container in site.enabled():
         row = dict(daemon_rows.get(container.role) or {"role": container.role, "name": container.name,
@@ -161,11 +163,7 @@ def _status(args: argparse.Namespace) -> int:
             row["health"] = on_engine.health if on_engine else None
             row["started_at"] = on_engine.started_at if on_engine else None
         rows.append(row)
-    if alive:
-        daemon_note = f"running (pid {state['pid']}, updated {time.time() - state['updated_at']:.0f}s ago)"
-    else:
-        daemon_note = "not running: states below are the engine's own" + (
-            f" (last daemon state from {time.ctime(state['updated_at'])})" if state else "")
+    daemon_note = _daemon_note(state, alive)
     if args.json:
         print(json.dumps({"site": site.name, "daemon": "running" if alive else "not running",
                           "engine": engine_note, "containers": rows}, indent=1, default=str))
@@ -173,6 +171,17 @@ def _status(args: argparse.Namespace) -> int:
         print(f"site {site.name}; daemon {daemon_note}; engine {engine_note}")
         print(render_table(rows, time.time()))
     return 0
+
+
+def _daemon_note(state: dict | None, alive: bool) -> str:
+    # Any key may be missing: a file from an older daemon, or one cut short by a full disk.
+    updated = (state or {}).get("updated_at")
+    if not isinstance(updated, (int, float)):
+        updated = None
+    if alive:
+        return f"running (pid {state['pid']}" + (f", updated {time.time() - updated:.0f}s ago)" if updated else ")")
+    return "not running: states below are the engine's own" + (
+        f" (last daemon state from {time.ctime(updated)})" if updated else "")
 
 
 def _exec(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import re
 
 import yaml
 
+from .capabilities import read_cap_add
 from .model import Container, RestartPolicy, Site
 from .problems import ConfigError, Problem
 from .schema import Reader, key_path
@@ -27,10 +28,10 @@ ROLE_DEFAULTS = {
 }
 
 SITE_KEYS = ["site", "image", "pull", "user", "volumes", "network", "env", "restart",
-             "stop", "containers", "log_driver", "log_options"]
+             "stop", "containers", "log_driver", "log_options", "pull_timeout"]
 CONTAINER_KEYS = ["image", "pull", "command", "user", "allow_root", "volumes", "network",
                   "env", "ports", "restart", "stop_timeout", "stop_signal", "health",
-                  "healthcheck", "enabled", "name", "log_driver", "log_options", "depends_on"]
+                  "healthcheck", "enabled", "name", "log_driver", "log_options", "depends_on", "cap_add"]
 # Keys that belong one level up or down; named so the hint points at the right one.
 RENAMED = {"stop": "stop_timeout", "timeout": "stop_timeout", "signal": "stop_signal",
            "links": "network", "volume": "volumes", "environment": "env", "port": "ports",
@@ -129,10 +130,11 @@ class SiteReader:
             "log_options": self.sections.log_options(top.get("log_options"), "log_options"),
         }
         on_exit = self.r.choice(stop.get("on_exit", "stop"), "stop.on_exit", ["stop", "leave"])
+        pull_timeout = self.r.duration(top.get("pull_timeout", 120), "pull_timeout", positive=True)
         containers = self._containers(top.get("containers"), defaults, "user" in top)
-        if name is None or on_exit is None or containers is None:
+        if name is None or on_exit is None or containers is None or pull_timeout is None:
             return None
-        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit)
+        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit, pull_timeout=pull_timeout)
 
     def _containers(self, node: object, defaults: dict, has_user: bool) -> tuple[Container, ...] | None:
         if node is None or node == {}:
@@ -197,6 +199,7 @@ class SiteReader:
         log_driver = self.sections.log_driver(body["log_driver"], at("log_driver")) if "log_driver" in body else defaults["log_driver"]
         log_options = self.sections.log_options(body["log_options"], at("log_options")) if "log_options" in body else defaults["log_options"]
         depends_on = self.sections.depends_on(body["depends_on"], at("depends_on")) if "depends_on" in body else ()
+        cap_add = read_cap_add(self.r, body["cap_add"], at("cap_add")) if "cap_add" in body else ()
         if user is not None and 0 in user:
             where = at("user") if "user" in body else "user"
             # GID 0 is root's group: files it writes into the bound host directories are root's
@@ -210,7 +213,7 @@ class SiteReader:
                                       f"or set {at('allow_root')}: true if this container really needs root",
                                f"{user[0]}:{user[1]}")
         required = (name, image, pull, user, allow_root, enabled, volumes, network, restart,
-                    stop_timeout, ports, command, log_options, depends_on)
+                    stop_timeout, ports, command, log_options, depends_on, cap_add)
         optional = {"stop_signal": stop_signal, "health": probe, "healthcheck": healthcheck, "log_driver": log_driver}
         if any(v is None for v in required) or any(body.get(k) is not None and v is None for k, v in optional.items()):
             return None
@@ -219,7 +222,7 @@ class SiteReader:
             binds=volumes, network=network, env=tuple(sorted(env.items())), ports=ports,
             restart=restart, stop_timeout=stop_timeout, stop_signal=stop_signal, probe=probe,
             healthcheck=healthcheck, enabled=enabled, allow_root=allow_root,
-            log_driver=log_driver, log_options=log_options, depends_on=depends_on)
+            log_driver=log_driver, log_options=log_options, depends_on=depends_on, cap_add=cap_add)
 
     def _check_unique_names(self, containers: list[Container]) -> None:
         seen: dict[str, str] = {}

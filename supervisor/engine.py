@@ -5,14 +5,19 @@ back through the daemon's inbox; nothing here keeps state of its own.
 """
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
 import time
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
 import docker
+import docker.auth
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from .model import Container, Observed
 from .spec import LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec
@@ -22,6 +27,8 @@ from .spec import LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec
 INTERESTING_EVENTS = ("create", "start", "die", "oom", "kill", "stop", "destroy", "health_status", "pause", "unpause")
 PROGRESS_EVERY = 2.0  # seconds between pull progress reports
 BUILTIN_NETWORKS = ("bridge", "host", "none", "default")
+PULL_TIMEOUT = 120.0  # seconds a pull may go without progress (the site's pull_timeout)
+CONNECT_TIMEOUT = 10.0
 
 
 def connect(timeout: float = 60) -> docker.DockerClient:
@@ -76,6 +83,13 @@ class ImageMissing(LookupError):
     """The image is not on this host and the pull policy forbids fetching it."""
 
 
+class PullStalled(Exception):
+    """A pull made no progress for its pull_timeout and was abandoned; the engine itself answers."""
+
+    def __init__(self, reference: str, seconds: float):
+        super().__init__(f"pull of {reference} made no progress for {seconds:g}s (pull_timeout); abandoned")
+
+
 class Engine:
     """Blocking calls on one client; safe to share between executor threads."""
 
@@ -121,22 +135,60 @@ class Engine:
         except docker.errors.ImageNotFound:
             return None
 
-    def pull(self, reference: str, progress: Callable[[dict], None]) -> str:
-        """Pull, reporting layers and bytes as they come; return the image ID."""
+    def pull(self, reference: str, progress: Callable[[dict], None], stall_timeout: float = PULL_TIMEOUT) -> str:
+        """Pull, reporting layers and bytes as they come; return the image ID.
+
+        docker-py's own pull reads without a timeout, so a stalled registry would hold
+        this thread (and the role in `pulling`) for ever. The same request is made here
+        with a read timeout, and a stream that says nothing new for `stall_timeout` is
+        closed: PullStalled, which the ledger retries with backoff.
+        """
         repository, tag = _split_reference(reference)
         reporter = _PullReporter(progress)
-        for line in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
-            if "error" in line:
-                raise docker.errors.APIError(line["error"])
-            reporter.feed(line)
+        response = self._pull_request(repository, tag, stall_timeout)
+        try:
+            last_progress = time.monotonic()
+            for line in _json_lines(response):
+                if "error" in line:
+                    raise docker.errors.APIError(line["error"])
+                if reporter.feed(line):
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > stall_timeout:
+                    raise PullStalled(reference, stall_timeout)
+        except requests.exceptions.ConnectionError as error:
+            if not _read_timed_out(error):
+                raise
+            raise PullStalled(reference, stall_timeout) from None
+        finally:
+            response.close()  # frees the connection; the engine then cancels its side of the pull
         reporter.finish()
         found = self.image_id(reference)
         if found is None:
             raise docker.errors.ImageNotFound(f"{reference} is not on this host after the pull")
         return found
 
+    def _pull_request(self, repository: str, tag: str | None, stall_timeout: float) -> requests.Response:
+        # What APIClient.pull sends (its auth header included), but with a read timeout.
+        api = self.client.api
+        registry, _ = docker.auth.resolve_repository_name(repository)
+        header = docker.auth.get_config_header(api, registry)
+        try:
+            response = api.post(f"{api.base_url}/v{api.api_version}/images/create",
+                                params={"fromImage": repository, "tag": tag},
+                                headers={"X-Registry-Auth": header} if header else {},
+                                stream=True, timeout=(CONNECT_TIMEOUT, stall_timeout))
+        except requests.exceptions.ReadTimeout:
+            raise PullStalled(f"{repository}:{tag}" if tag else repository, stall_timeout) from None
+        try:
+            response.raise_for_status()
+        except requests.exceptions.HTTPError as error:
+            response.close()
+            docker.errors.create_api_error_from_http_exception(error)  # raises the SDK's typed error
+        return response
+
     def resolve_image(self, reference: str, pull: str, progress: Callable[[dict], None],
-                      on_pull: Callable[[], None] = lambda: None) -> tuple[str, str | None]:
+                      on_pull: Callable[[], None] = lambda: None,
+                      pull_timeout: float = PULL_TIMEOUT) -> tuple[str, str | None]:
         """The image ID by a `pull` policy, and why a pull failed when the local copy stands in.
 
         `missing` and `never` use the image on this host; `never` without one raises
@@ -150,7 +202,7 @@ class Engine:
             return local, None
         on_pull()
         try:
-            return self.pull(reference, progress), None
+            return self.pull(reference, progress, pull_timeout), None
         except Exception as error:
             if local is None:
                 raise
@@ -224,8 +276,29 @@ class Engine:
         except docker.errors.NotFound:
             pass
 
-    def exec_exit_code(self, container_id: str, command: list[str]) -> int:
-        return self.client.containers.get(container_id).exec_run(command).exit_code
+    def exec_exit_code(self, container_id: str, command: list[str], timeout: float) -> int | None:
+        """`command`'s exit code in the container, or None when it has not ended within `timeout`.
+
+        Started detached and polled, so the caller's thread waits no longer than the
+        timeout (exec_run would wait for ever). A command still running then is killed,
+        with what it started, so probes that hang do not pile up in the container.
+        """
+        api = self.client.api
+        exec_id = api.exec_create(container_id, command, stdout=False, stderr=False)["Id"]
+        api.exec_start(exec_id, detach=True)
+        deadline = time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            state = api.exec_inspect(exec_id)
+            if not state.get("Running") and state.get("ExitCode") is not None:
+                return state["ExitCode"]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.25)
+        _kill_exec(state.get("Pid") or 0, state.get("ContainerID") or container_id)
+        return None
 
     def events(self) -> Iterator[dict]:
         """This site's container events; the stream ends (or raises) when the engine goes away."""
@@ -246,7 +319,8 @@ class _PullReporter:
         self.layers: dict[str, tuple[str, int, int]] = {}
         self.last = 0.0
 
-    def feed(self, line: dict) -> None:
+    def feed(self, line: dict) -> bool:
+        """Take one line; whether it says the pull moved (a retry countdown or a wait does not)."""
         layer, status = line.get("id"), line.get("status", "")
         # "Pulling from REPO" carries the tag as its id: it is not a layer.
         if layer and status and not status.startswith("Pulling from"):
@@ -259,6 +333,7 @@ class _PullReporter:
             self.layers[layer] = (status, current, total)
         if time.monotonic() - self.last >= PROGRESS_EVERY:
             self._emit()
+        return not status.startswith(("Retrying", "Waiting"))
 
     def finish(self) -> None:
         self._emit()
@@ -269,6 +344,63 @@ class _PullReporter:
         self.report({"layers_done": done, "layers": len(self.layers),
                      "bytes": sum(c for _, c, _ in self.layers.values()),
                      "bytes_total": sum(t for _, _, t in self.layers.values())})
+
+
+def _json_lines(response: requests.Response) -> Iterator[dict]:
+    for line in response.iter_lines(chunk_size=None):  # None: each chunk as it comes, never held for more
+        if line.strip():
+            yield json.loads(line)
+
+
+def _read_timed_out(error: requests.exceptions.ConnectionError) -> bool:
+    # requests wraps a read timeout met while streaming a body as a ConnectionError.
+    return any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in error.args)
+
+
+def _kill_exec(pid: int, container_id: str) -> None:
+    """SIGKILL a timed-out exec's process and its descendants, from the host.
+
+    The engine gives the exec's host PID; another exec running `kill` would need
+    that tool in the image. Only processes still in the container's cgroup are
+    killed, so a PID the host has reused since is never touched. Where the daemon
+    cannot see them (another PID namespace) the process is left: it ends when the
+    container does, and no thread of ours waits on it.
+    """
+    victims, queue = [], [pid] if pid > 0 else []
+    while queue:
+        current = queue.pop()
+        if not _in_container(current, container_id):
+            continue
+        victims.append(current)
+        queue.extend(_children(current))
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _in_container(pid: int, container_id: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cgroup") as stream:
+            return container_id in stream.read()
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as stream:
+                found += [int(child) for child in stream.read().split()]
+        except (OSError, ValueError):
+            pass
+    return found
 
 
 def _split_reference(reference: str) -> tuple[str, str | None]:

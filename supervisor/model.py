@@ -85,6 +85,7 @@ class Container:
     log_driver: str | None = None
     log_options: tuple[tuple[str, str], ...] = ()
     depends_on: tuple[tuple[str, str], ...] = ()  # (role, "started" or "healthy"), in the file's order
+    cap_add: tuple[str, ...] = ()  # "CAP_…" names, sorted; all others are dropped unless allow_root
 
     @property
     def user(self) -> str:
@@ -97,6 +98,7 @@ class Site:
     name: str  # in every label: the containers of this host's site
     containers: tuple[Container, ...]
     stop_on_exit: str = "stop"
+    pull_timeout: float = 120.0  # seconds a pull may go without progress before it is abandoned and retried
 
     def enabled(self) -> tuple[Container, ...]:
         return tuple(c for c in self.containers if c.enabled)

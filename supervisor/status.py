@@ -78,26 +78,59 @@ def write_state(path: str, payload: dict) -> None:
 
 
 def state_payload(site: str, config: str, statuses: list[RoleStatus], daemon: str) -> dict:
-    return {"site": site, "config": config, "pid": os.getpid(), "daemon": daemon, "updated_at": time.time(),
+    return {"site": site, "config": config, "pid": os.getpid(), "pid_started": process_started(os.getpid()),
+            "daemon": daemon, "updated_at": time.time(),
             "containers": [{**asdict(s), "state": s.state.value} for s in statuses]}
 
 
 def read_state(path: str) -> dict | None:
+    """The state file, or None; rows that are not a role's mapping are left out, never a KeyError later."""
     try:
         with open(path) as stream:
-            return json.load(stream)
+            state = json.load(stream)
     except (OSError, ValueError):
         return None
+    if not isinstance(state, dict):
+        return None
+    rows = state.get("containers")
+    state["containers"] = [r for r in rows if isinstance(r, dict) and r.get("role")] if isinstance(rows, list) else []
+    return state
 
 
 def daemon_alive(state: dict | None) -> bool:
+    """Whether the daemon that wrote `state` still runs: its PID alive and not recycled by another process."""
     if not state or state.get("daemon") != "running":
         return False
     try:
-        os.kill(int(state["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+        pid = int(state["pid"])
+    except (TypeError, ValueError, KeyError):
         return False
-    return True
+    started = process_started(pid)
+    if started is None:
+        return False
+    if state.get("pid_started") is not None:  # a re-exec keeps PID and start time: still ours
+        return started == state["pid_started"]
+    return _runs_our_daemon(pid)  # a state file written before start times were recorded
+
+
+def process_started(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat's 22nd field), or None if none runs."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            stat = stream.read()
+        # The command name (field 2) may hold spaces and parentheses: count fields after its last ")".
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _runs_our_daemon(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            argv = stream.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return "run" in argv and any("supervisor" in arg for arg in argv)
 
 
 def render_table(rows: list[dict], now: float) -> str:

@@ -175,7 +175,7 @@ def test_a_linked_dependency_recreated_recreates_its_dependent_once_and_dns_touc
         r = Replay(graph_site(DB, worker_config))
         r.complete(only(r.start_up(), Create), DB)
         r.see(replace(r.ledger.observed[next(iter(r.ledger.observed))], health="healthy", observed_at=r.t))
-        worker = r.complete(only(r.step(), Create), worker_config)
+        r.complete(only(r.step(), Create), worker_config)
         changed_db = replace(DB, env=(("PGTZ", "UTC"),))
         r.record(r.ledger.reload(graph_site(changed_db, worker_config)))
         recreate = only(r.step(), Create)
