@@ -12,6 +12,7 @@ import re
 
 import yaml
 
+from . import yamlload
 from .model import Container, RestartPolicy, Site
 from .problems import ConfigError, Problem
 from .schema import Reader, key_path
@@ -47,17 +48,20 @@ def load_site(path: str, check_paths: bool = True) -> Site:
     while a bound directory is missing, since that is when an admin needs it.
     """
     try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
+        text = yamlload.read_text(path)
     except FileNotFoundError:
         raise ConfigError(path, [Problem("", "file not found; copy examples/site.yaml there, "
                                              "or give another file with --config PATH")]) from None
+    except yamlload.ReadRefused as refused:
+        raise ConfigError(path, [Problem("", str(refused))]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(path, [Problem("", f"cannot read the file: {error}")]) from None
     try:
-        tree = yaml.load(text, Loader=_StrictLoader)
+        tree = yamlload.load(text)
     except RecursionError:
         raise ConfigError(path, [Problem("", "not valid YAML: nested too deeply")]) from None
+    except yamlload.ExpansionRefused as refused:
+        raise ConfigError(path, [Problem("", refused.problem)]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -69,28 +73,6 @@ def load_site(path: str, check_paths: bool = True) -> Site:
         reason = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(path, [Problem("", f"not valid YAML: {where}{reason}")]) from None
     return parse_site(tree, path, check_paths)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping.
-
-    PyYAML keeps the last silently, so an admin who adds `image:` at the end of a
-    block without seeing the one at its top would run something else than they read.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[object, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.setdefault(key, key_node.start_mark)
-            except TypeError:  # an unhashable key: SafeLoader's own error says what is wrong
-                break
-            if first is not key_node.start_mark:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} is given twice in one mapping (first on line {first.line + 1}); "
-                                "keep one", key_node.start_mark)
-        return super().construct_mapping(node, deep)
 
 
 def parse_site(tree: object, path: str, check_paths: bool = True) -> Site:

@@ -82,11 +82,13 @@ def secrets_in_file(path: str) -> set[str]:
     Its problems echo values, and its new secrets were never registered (the file
     was refused), so they are looked for anywhere in it: values under secret-looking
     names (mapping keys, compose-style "NAME=value" items, raw lines) and URI passwords.
+    Read within the same bounds as the site file itself: a file refused for its size,
+    its kind or its aliases must not hang or swell us here instead.
     """
+    from . import yamlload
     try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            text = stream.read()
-    except OSError:
+        text = yamlload.read_text(path)
+    except (OSError, ValueError, yamlload.ReadRefused):  # ValueError: not UTF-8
         return set()
     found = uri_passwords(text)
     for line in text.splitlines():
@@ -94,27 +96,40 @@ def secrets_in_file(path: str) -> set[str]:
         if match and is_secret_key(match.group(1)):
             found.add(match.group(2).strip("'\""))
     try:
-        import yaml
-        found |= _secrets_in_tree(yaml.safe_load(text), "")
-    except Exception:  # not YAML: the lines above are all there is
+        found |= secrets_in_tree(yamlload.load(text))
+    except Exception:  # not YAML, or too big once expanded: the lines above are all there is
         pass
     return {value for value in found if value}
 
 
-def _secrets_in_tree(node: Any, key: str) -> set[str]:
-    if isinstance(node, Mapping):
-        return set().union(*(_secrets_in_tree(value, str(name)) for name, value in node.items()))
-    if isinstance(node, list):
-        return set().union(*(_secrets_in_tree(item, key) for item in node))
-    if node is None or isinstance(node, bool):
-        return set()
-    text = str(node)
-    name, equals, value = text.partition("=")
-    found = uri_passwords(text)
-    if is_secret_key(key):
-        found.add(text)
-    if equals and is_secret_key(name):
-        found.add(value)
+def secrets_in_tree(root: Any) -> set[str]:
+    """Secret-looking values anywhere in a parsed YAML tree.
+
+    Each mapping and list is walked once (remembered by id): YAML aliases make one
+    node appear under many parents, and a walk that followed every reference would
+    do the work of the whole expansion.
+    """
+    found: set[str] = set()
+    visited: set[tuple[int, str]] = set()
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, key = stack.pop()
+        if isinstance(node, (Mapping, list)):
+            if (id(node), key) in visited:
+                continue
+            visited.add((id(node), key))
+            items = node.items() if isinstance(node, Mapping) else ((key, item) for item in node)
+            stack.extend((value, str(name)) for name, value in items)
+            continue
+        if node is None or isinstance(node, bool):
+            continue
+        text = str(node)
+        name, equals, value = text.partition("=")
+        found |= uri_passwords(text)
+        if is_secret_key(key):
+            found.add(text)
+        if equals and is_secret_key(name):
+            found.add(value)
     return found
 
 
