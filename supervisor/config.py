@@ -12,8 +12,8 @@ import re
 
 import yaml
 
-from . import yamlload
-from .model import Container, RestartPolicy, Site
+from . import hostaccess, yamlload
+from .model import Bind, Container, Network, RestartPolicy, Site
 from .problems import ConfigError, Problem
 from .schema import Reader, key_path
 from .sections import NAME_PATTERN, SectionReader
@@ -31,7 +31,7 @@ SITE_KEYS = ["site", "image", "pull", "user", "volumes", "network", "env", "rest
              "stop", "containers", "log_driver", "log_options"]
 CONTAINER_KEYS = ["image", "pull", "command", "user", "allow_root", "volumes", "network",
                   "env", "ports", "restart", "stop_timeout", "stop_signal", "health",
-                  "healthcheck", "enabled", "name", "log_driver", "log_options"]
+                  "healthcheck", "enabled", "name", "log_driver", "log_options", "allow_host_access"]
 # Keys that belong one level up or down; named so the hint points at the right one.
 RENAMED = {"stop": "stop_timeout", "timeout": "stop_timeout", "signal": "stop_signal",
            "links": "network", "volume": "volumes", "environment": "env", "port": "ports",
@@ -174,6 +174,9 @@ class SiteReader:
         ports = self.sections.ports(body.get("ports", []), at("ports"))
         log_driver = self.sections.log_driver(body["log_driver"], at("log_driver")) if "log_driver" in body else defaults["log_driver"]
         log_options = self.sections.log_options(body["log_options"], at("log_options")) if "log_options" in body else defaults["log_options"]
+        allow_host_access = self.r.boolean(body.get("allow_host_access", False), at("allow_host_access"))
+        if allow_host_access is False and volumes is not None and network is not None:
+            self._refuse_host_access(path, body, volumes, network)
         if user is not None and 0 in user:
             where = at("user") if "user" in body else "user"
             # GID 0 is root's group: files it writes into the bound host directories are root's
@@ -187,7 +190,7 @@ class SiteReader:
                                       f"or set {at('allow_root')}: true if this container really needs root",
                                f"{user[0]}:{user[1]}")
         required = (name, image, pull, user, allow_root, enabled, volumes, network, restart,
-                    stop_timeout, ports, command, log_options)
+                    stop_timeout, ports, command, log_options, allow_host_access)
         optional = {"stop_signal": stop_signal, "health": probe, "healthcheck": healthcheck, "log_driver": log_driver}
         if any(v is None for v in required) or any(body.get(k) is not None and v is None for k, v in optional.items()):
             return None
@@ -196,7 +199,22 @@ class SiteReader:
             binds=volumes, network=network, env=tuple(sorted(env.items())), ports=ports,
             restart=restart, stop_timeout=stop_timeout, stop_signal=stop_signal, probe=probe,
             healthcheck=healthcheck, enabled=enabled, allow_root=allow_root,
-            log_driver=log_driver, log_options=log_options)
+            log_driver=log_driver, log_options=log_options, allow_host_access=allow_host_access)
+
+    def _refuse_host_access(self, path: str, body: dict, volumes: tuple[Bind, ...], network: Network) -> None:
+        opt_in = f"or set {key_path(path, 'allow_host_access')}: true if this container really needs it"
+        for bind in volumes:
+            finding = hostaccess.bind_finding(bind)
+            if finding:
+                # Where the bind was written: the container's own volumes, or the site's it inherits.
+                where = self.sections.bind_paths.get(bind, key_path(path, "volumes"))
+                self.r.problem(where, f"binds {finding.what}: {finding.why}; this gives the container the host, "
+                                      f"not just Indico's files; bind a directory of its own instead, {opt_in}",
+                               f"{bind.host}:{bind.target}{':ro' if bind.read_only else ''}")
+        finding = hostaccess.network_finding(network)
+        if finding:
+            where = key_path(path, "network.name") if "network" in body else "network.name"
+            self.r.problem(where, f"{finding.why}; use links or a user-defined network, {opt_in}", network.name)
 
     def _check_unique_names(self, containers: list[Container]) -> None:
         seen: dict[str, str] = {}

@@ -82,6 +82,7 @@ class Container:
     allow_root: bool = False
     log_driver: str | None = None
     log_options: tuple[tuple[str, str], ...] = ()
+    allow_host_access: bool = False  # daemon-only: what the site file may ask for, not what the engine is given
 
     @property
     def user(self) -> str:

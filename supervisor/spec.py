@@ -106,7 +106,7 @@ def spec_hash(container: Container, image_id: str | None) -> str:
     image already changes `image_id`).
     """
     fields = asdict(container)
-    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "allow_root", "pull"):
+    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "allow_root", "pull", "allow_host_access"):
         fields.pop(daemon_only)
     fields["image_id"] = image_id
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=list)
