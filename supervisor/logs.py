@@ -15,7 +15,9 @@ import structlog
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
-SECRET_KEY_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+SECRET_KEY_MARKERS = ("PASSWORD", "PASSWD", "PASS", "PWD", "SECRET", "TOKEN", "KEY", "AUTH", "CREDENTIAL", "PRIVATE")
+# The shell's working directories: their values are paths, masking them would hide every path in the log.
+NOT_SECRET_KEYS = ("PWD", "OLDPWD")
 
 # Syslog priorities: journald reads a leading "<N>" on stdout as the line's level.
 _PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
@@ -26,7 +28,7 @@ _LEVELS = {name: getattr(logging, name.upper()) for name in ("debug", "info", "w
 # that, to the first "@", since SQLAlchemy (Indico's database URI) takes an unencoded "/".
 _URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)([^\s/]+|[^\s@\x22\x27\\]+)(@)")
 # A password as a query parameter: libpq's postgresql:///indico?password=…, ?auth_token=….
-_QUERY_SECRET = re.compile(r"([?&][A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|key)[A-Za-z0-9_.-]*=)"
+_QUERY_SECRET = re.compile(r"([?&][A-Za-z0-9_.-]*(?:pass|pwd|secret|token|key|auth|credential|private)[A-Za-z0-9_.-]*=)"
                            r"([^&#\s\x22\x27\\]+)", re.IGNORECASE)
 
 
@@ -58,7 +60,7 @@ def _written_forms(secret: str) -> set[str]:
 
 def is_secret_key(name: str) -> bool:
     upper = name.upper()
-    return any(marker in upper for marker in SECRET_KEY_MARKERS)
+    return upper not in NOT_SECRET_KEYS and any(marker in upper for marker in SECRET_KEY_MARKERS)
 
 
 def uri_passwords(text: str) -> set[str]:
@@ -133,6 +135,44 @@ def secrets_in_tree(root: Any) -> set[str]:
     return found
 
 
+# `NAME=value` inside a command line, `--name=value` too: `env PGPASSWORD=… psql`, `--db-password=…`.
+_ASSIGNMENT = re.compile(r"(?:^|[\s;&|('\x22])-{0,2}([A-Za-z_][A-Za-z0-9_.-]*)=['\x22]?([^\s;&|)'\x22]+)")
+
+
+def secrets_of_command(words: Iterable[str]) -> set[str]:
+    """Values a command line gives under secret names, and URI passwords in it.
+
+    A command is a list or a shell line (`sh -c "PGPASSWORD=… psql"`), so each word
+    is searched as text, and a secret-named flag takes the next word too (`--password X`).
+    """
+    found: set[str] = set()
+    previous = ""
+    for word in words:
+        found |= uri_passwords(word)
+        found |= {value for name, value in _ASSIGNMENT.findall(word) if is_secret_key(name)}
+        if previous.startswith("-") and "=" not in previous and is_secret_key(previous.lstrip("-")):
+            found.add(word)
+        previous = word
+    return found
+
+
+def secrets_of_site(site: Any) -> set[str]:
+    """Every secret a resolved site gives: one set for the log, check-config, status and the state file.
+
+    Env values by name and URI passwords anywhere; log options by name (`splunk-token`);
+    secret-named assignments and flags in commands, daemon probes and engine healthchecks.
+    """
+    found: set[str] = set()
+    for container in site.containers:
+        found |= secrets_of_env(dict(container.env))
+        for name, value in container.log_options:
+            found |= uri_passwords(value) | ({value} if is_secret_key(name) else set())
+        for words in (container.command, container.probe and container.probe.command,
+                      container.healthcheck and container.healthcheck.test):
+            found |= secrets_of_command(words or ())
+    return found
+
+
 def mask_env(env: Mapping[str, str]) -> dict[str, str]:
     """The environment made safe to print; empty secrets stay empty to show they are unset."""
     redactor = Redactor()
@@ -149,6 +189,37 @@ _redactor = Redactor()
 def add_secrets(values: Iterable[str]) -> None:
     """Register secrets with the process-wide log redactor; they accumulate across reloads."""
     _redactor.add_secrets(values)
+
+
+def learn_site(site: Any) -> None:
+    """Register a resolved site's secrets with the process-wide redactor."""
+    _redactor.add_secrets(secrets_of_site(site))
+
+
+def scrub(text: str) -> str:
+    """Text with every secret known to this process masked: for what is printed, not logged."""
+    return _redactor.scrub(text)
+
+
+def scrub_value(value: Any) -> Any:
+    """A structure (the state file's payload) with every string in it scrubbed."""
+    return _scrub_value(value)
+
+
+class ScrubbingStream:
+    """A text stream that scrubs what is written to it: a command's own stdout and stderr.
+
+    `buffer` is the real one: a one-shot job's output is its own, passed through as bytes.
+    """
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(_redactor.scrub(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def get_logger(**bound: Any) -> Any:
