@@ -11,6 +11,9 @@ import os
 import stat
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 MAX_BYTES = 1024 * 1024  # a site file is a few KB; a MiB leaves room for comments
 # Values after every alias is expanded. A real site file has a few hundred; the
@@ -47,14 +50,26 @@ def read_text(path: str) -> str:
     return data.decode("utf-8")
 
 
-class BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping, and YAML that expands too far.
+class _Bounded:
+    """Refuses a key given twice in one mapping, and a document of more than MAX_NODES nodes.
 
     PyYAML keeps the last of two equal keys silently, so an admin who adds `image:` at
     the end of a block without seeing the one at its top would run something else than
     they read. Merge keys (`<<: *base`) are YAML's own way to repeat a block: the keys a
     mapping merges in may be given again in it, that is what overriding means.
+
+    Nodes are counted as they are composed, so a 1 MiB file of half a million values is
+    refused after the first MAX_NODES, not after building all of them.
     """
+
+    composed = 0
+
+    def compose_node(self, parent, index):
+        self.composed += 1
+        if self.composed > MAX_NODES:
+            raise ExpansionRefused(f"it holds more than {MAX_NODES:,} values; a site file needs a few hundred, "
+                                   "so this is not the file you meant")
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -80,17 +95,37 @@ class BoundedLoader(yaml.SafeLoader):
                                 "keep one", key_node.start_mark)
 
 
+class PythonLoader(_Bounded, yaml.SafeLoader):
+    """Pure Python throughout: about ten times slower, for a PyYAML built without libyaml."""
+
+
+try:
+    from yaml._yaml import CParser
+except ImportError:
+    BoundedLoader: type = PythonLoader
+else:
+    class BoundedLoader(_Bounded, Composer, CParser, SafeConstructor, Resolver):  # type: ignore[no-redef]
+        """libyaml's parser under Python's composer: the events come fast from C, and the
+        composer, in Python, can count the nodes (libyaml's own composer cannot be stopped)."""
+
+        def __init__(self, stream: str):
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+
 class ExpansionRefused(yaml.YAMLError):
-    """Aliases that expand past MAX_NODES, or that contain themselves."""
+    """More than MAX_NODES values, as written or once aliases are expanded, or aliases that contain themselves."""
 
     def __init__(self, problem: str):
         super().__init__(problem)
         self.problem = problem
 
 
-def load(text: str) -> object:
+def load(text: str, loader_class: type = BoundedLoader) -> object:
     """The YAML document in `text`, refused before construction if its aliases expand too far."""
-    loader = BoundedLoader(text)
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         if node is None:

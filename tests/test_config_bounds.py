@@ -14,8 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
-from supervisor import logs
+from supervisor import logs, yamlload
 from supervisor.config import load_site
 from supervisor.problems import ConfigError, show
 
@@ -218,3 +219,29 @@ def test_the_daemon_s_loader_refuses_the_bomb_as_one_problem_of_the_file(tmp_pat
 
     assert refused.value.file == str(file)
     assert [p.path for p in refused.value.problems] == [""]
+
+
+def test_a_file_of_half_a_million_values_under_one_mebibyte_is_refused_early(tmp_path):
+    # No alias at all: the values as written are counted while they are read, not after.
+    file = write(tmp_path, HEAD + "containers: {worker: {}}\nx: [" + "a," * 500_000 + "a]\n")
+    assert file.stat().st_size < yamlload.MAX_BYTES
+
+    done = check_config(file)
+
+    assert done.returncode == 2
+    assert "it holds more than 100,000 values" in done.stderr
+
+
+LOADERS = {"libyaml_events": yamlload.BoundedLoader, "pure_python": yamlload.PythonLoader}
+
+
+@pytest.mark.parametrize("loader", LOADERS.values(), ids=LOADERS.keys())
+def test_both_loaders_merge_refuse_twice_given_keys_and_refuse_the_bomb(loader):
+    merged = yamlload.load("a: &a {k: 1, j: 2}\nb: {<<: *a, k: 3}\n", loader)
+    assert merged == {"a": {"k": 1, "j": 2}, "b": {"k": 3, "j": 2}}
+    with pytest.raises(yaml.constructor.ConstructorError, match="'k' is given twice"):
+        yamlload.load("b: {<<: {j: 2}, k: 3, k: 4}\n", loader)
+    with pytest.raises(yamlload.ExpansionRefused, match="aliases"):
+        yamlload.load(ALIAS_BOMB.replace('"@DATA@"', "d").replace('"@SCRATCH@"', "s"), loader)
+    with pytest.raises(yamlload.ExpansionRefused, match="holds more than"):
+        yamlload.load("[" + "a," * 100_001 + "a]", loader)
