@@ -132,6 +132,10 @@ def load(text: str, loader_class: type = BoundedLoader) -> object:
             return None
         expanded_size(node)
         return loader.construct_document(node)
+    except yaml.MarkedYAMLError as error:
+        if error.problem == "exceeded maximum nesting depth":  # libyaml's words for what Python's stack says
+            error.problem = "nested too deeply"
+        raise
     finally:
         loader.dispose()
 
