@@ -98,7 +98,9 @@ def secrets_in_file(path: str) -> set[str]:
         if match and is_secret_key(match.group(1)):
             found.add(match.group(2).strip("'\""))
     try:
-        found |= secrets_in_tree(yamlload.load(text))
+        # A tenth of the loader's limit: this is a second read of a file already refused, and
+        # one big enough to reach it has only its lines searched, at a tenth of the cost.
+        found |= secrets_in_tree(yamlload.load(text, limit=yamlload.MAX_NODES // 10))
     except Exception:  # not YAML, or too big once expanded: the lines above are all there is
         pass
     return {value for value in found if value}

@@ -63,11 +63,12 @@ class _Bounded:
     """
 
     composed = 0
+    limit = MAX_NODES
 
     def compose_node(self, parent, index):
         self.composed += 1
-        if self.composed > MAX_NODES:
-            raise ExpansionRefused(f"it holds more than {MAX_NODES:,} values; a site file needs a few hundred, "
+        if self.composed > self.limit:
+            raise ExpansionRefused(f"it holds more than {self.limit:,} values; a site file needs a few hundred, "
                                    "so this is not the file you meant")
         return super().compose_node(parent, index)
 
@@ -123,14 +124,16 @@ class ExpansionRefused(yaml.YAMLError):
         self.problem = problem
 
 
-def load(text: str, loader_class: type = BoundedLoader) -> object:
-    """The YAML document in `text`, refused before construction if its aliases expand too far."""
+def load(text: str, loader_class: type = BoundedLoader, limit: int = MAX_NODES) -> object:
+    """The YAML document in `text`, refused before construction if it holds more than `limit` values
+    as written or once its aliases are expanded."""
     loader = loader_class(text)
+    loader.limit = limit
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        expanded_size(node)
+        expanded_size(node, limit)
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as error:
         if error.problem == "exceeded maximum nesting depth":  # libyaml's words for what Python's stack says
