@@ -10,6 +10,10 @@
 #   PROGRAM ARG...          any other program of the image (indico-health, sh, ...)
 #   SUBCOMMAND ARG...       a word that is no program: an indico subcommand (db prepare)
 set -eu
+# indico.conf holds SECRET_KEY and the database password, and the data volume is
+# shared between hosts: whatever this start writes (and uwsgi and celery after it,
+# as Indico's guide has uwsgi do) is the container user's and its group's only.
+umask 027
 
 INDICO_DIR=${INDICO_DIR:-/opt/indico}
 DATA=$INDICO_DIR/data
@@ -57,6 +61,23 @@ writable() {  # the volume's directory, or a clear word on whose it must be
 writable "$DATA"
 writable "$SCRATCH"
 mkdir -p "$CONF_DIR" "$DATA/archive" "$SCRATCH/tmp" "$SCRATCH/cache" "$SCRATCH/log"
+
+# Made by an image without this umask, or loosened by hand: said at every start,
+# never changed here (an admin may have a reason, e.g. a group that reads the archive).
+too_wide() {  # VOLUME PATH MASK WHY: a warning with the exact chmod if VOLUME/PATH has a bit of MASK
+    [ -e "$1/$2" ] || return 0
+    mode=$(stat -L -c %a "$1/$2")
+    [ $((0$mode & $3)) -ne 0 ] || return 0
+    fix=$(printf %o $((0$mode & ~$3)))
+    echo "indico-worker: warning: $1/$2 is mode $mode: $4. Fix: chmod $fix $1/$2 (from the host:" \
+         "indico-supervisor exec -- chmod $fix $1/$2; or in the host directory bound to $1: chmod $fix $2)." \
+         "Left as it is." >&2
+}
+too_wide "$DATA" etc 027 "others can enter it or its group can write it, and it holds indico.conf"
+too_wide "$DATA" etc/indico.conf 027 "others can read it or its group can write it, and it holds SECRET_KEY and the database password"
+too_wide "$DATA" etc/logging.yaml 027 "others can read it or its group can write it"
+too_wide "$DATA" archive 022 "its group or others can write it"
+for dir in tmp cache log; do too_wide "$SCRATCH" $dir 022 "its group or others can write it"; done
 
 if [ "$what" = make-config ]; then
     [ $# -le 1 ] || fail "make-config takes no arguments (got: $*)"

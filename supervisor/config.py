@@ -31,7 +31,7 @@ SITE_KEYS = ["site", "image", "pull", "user", "volumes", "network", "env", "rest
              "stop", "containers", "log_driver", "log_options"]
 CONTAINER_KEYS = ["image", "pull", "command", "user", "allow_root", "volumes", "network",
                   "env", "ports", "restart", "stop_timeout", "stop_signal", "health",
-                  "healthcheck", "enabled", "name", "log_driver", "log_options", "allow_host_access"]
+                  "healthcheck", "enabled", "name", "log_driver", "log_options", "depends_on", "allow_host_access"]
 # Keys that belong one level up or down; named so the hint points at the right one.
 RENAMED = {"stop": "stop_timeout", "timeout": "stop_timeout", "signal": "stop_signal",
            "links": "network", "volume": "volumes", "environment": "env", "port": "ports",
@@ -135,6 +135,7 @@ class SiteReader:
             if container is not None:
                 built.append(container)
         self._check_unique_names(built)
+        self._check_dependencies(built)
         return tuple(built)
 
     def _container(self, role: str, node: object, defaults: dict) -> Container | None:
@@ -157,7 +158,10 @@ class SiteReader:
         user = self.sections.user(body["user"], at("user")) if "user" in body else defaults["user"]
         allow_root = self.r.boolean(body.get("allow_root", False), at("allow_root"))
         enabled = self.r.boolean(body.get("enabled", True), at("enabled"))
-        volumes = defaults["volumes"]
+        # Indico's data and scratch binds (and the site's extra ones) are for the roles that run
+        # Indico: worker, celery, and any role on the site's image. PostgreSQL gets only its own.
+        runs_indico = role in ROLE_DEFAULTS or image == defaults["image"]
+        volumes = defaults["volumes"] if runs_indico else ()
         if "volumes" in body:
             volumes = self.sections.volumes(body["volumes"], at("volumes"), volumes or {}, top_level=False)
         network = self.sections.network(body["network"], at("network")) if "network" in body else defaults["network"]
@@ -174,6 +178,7 @@ class SiteReader:
         ports = self.sections.ports(body.get("ports", []), at("ports"))
         log_driver = self.sections.log_driver(body["log_driver"], at("log_driver")) if "log_driver" in body else defaults["log_driver"]
         log_options = self.sections.log_options(body["log_options"], at("log_options")) if "log_options" in body else defaults["log_options"]
+        depends_on = self.sections.depends_on(body["depends_on"], at("depends_on")) if "depends_on" in body else ()
         allow_host_access = self.r.boolean(body.get("allow_host_access", False), at("allow_host_access"))
         if allow_host_access is False and volumes is not None and network is not None:
             self._refuse_host_access(path, body, volumes, network)
@@ -190,7 +195,7 @@ class SiteReader:
                                       f"or set {at('allow_root')}: true if this container really needs root",
                                f"{user[0]}:{user[1]}")
         required = (name, image, pull, user, allow_root, enabled, volumes, network, restart,
-                    stop_timeout, ports, command, log_options, allow_host_access)
+                    stop_timeout, ports, command, log_options, depends_on, allow_host_access)
         optional = {"stop_signal": stop_signal, "health": probe, "healthcheck": healthcheck, "log_driver": log_driver}
         if any(v is None for v in required) or any(body.get(k) is not None and v is None for k, v in optional.items()):
             return None
@@ -199,7 +204,8 @@ class SiteReader:
             binds=volumes, network=network, env=tuple(sorted(env.items())), ports=ports,
             restart=restart, stop_timeout=stop_timeout, stop_signal=stop_signal, probe=probe,
             healthcheck=healthcheck, enabled=enabled, allow_root=allow_root,
-            log_driver=log_driver, log_options=log_options, allow_host_access=allow_host_access)
+            log_driver=log_driver, log_options=log_options, depends_on=depends_on,
+            allow_host_access=allow_host_access)
 
     def _refuse_host_access(self, path: str, body: dict, volumes: tuple[Bind, ...], network: Network) -> None:
         opt_in = f"or set {key_path(path, 'allow_host_access')}: true if this container really needs it"
@@ -225,3 +231,44 @@ class SiteReader:
                                f"give each container its own name", container.name)
             else:
                 seen[container.name] = container.role
+
+    def _check_dependencies(self, containers: list[Container]) -> None:
+        by_role = {c.role: c for c in containers}
+        for container in containers:
+            for dep, _ in container.depends_on:
+                at = key_path(key_path(key_path("containers", container.role), "depends_on"), dep)
+                if dep == container.role:
+                    self.r.problem(at, "a container cannot depend on itself")
+                elif dep not in by_role:
+                    self.r.problem(at, f"no such role; the roles are {', '.join(sorted(by_role))}")
+                elif container.enabled and not by_role[dep].enabled:
+                    self.r.problem(at, f"containers.{dep} is disabled (enabled: false); enable it, "
+                                       f"or drop the dependency")
+        cycle = _find_cycle({c.role: [d for d, _ in c.depends_on if d in by_role and d != c.role] for c in containers})
+        if cycle:
+            at = key_path(key_path(key_path("containers", cycle[0]), "depends_on"), cycle[1])
+            self.r.problem(at, f"a dependency cycle: {' -> '.join(cycle)}; nothing in it could ever start first")
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """One cycle as a path that ends where it starts (worker -> db -> worker), or None."""
+    done: set[str] = set()
+
+    def visit(role: str, path: list[str]) -> list[str] | None:
+        if role in path:
+            return path[path.index(role):] + [role]
+        if role in done:
+            return None
+        for dep in graph.get(role, []):
+            found = visit(dep, path + [role])
+            if found:
+                return found
+        done.add(role)
+        return None
+
+    for role in graph:
+        found = visit(role, [])
+        if found:
+            return found
+    return None
+

@@ -5,6 +5,7 @@ back through the daemon's inbox; nothing here keeps state of its own.
 """
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
@@ -13,13 +14,14 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from .model import Observed
+from .model import Container, Observed
 from .spec import LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec
 
 # Events that may change what the daemon should do. exec_* (our own probes) and
 # attach/resize noise are filtered out before any inspect is spent on them.
 INTERESTING_EVENTS = ("create", "start", "die", "oom", "kill", "stop", "destroy", "health_status", "pause", "unpause")
 PROGRESS_EVERY = 2.0  # seconds between pull progress reports
+BUILTIN_NETWORKS = ("bridge", "host", "none", "default")
 
 
 def connect(timeout: float = 60) -> docker.DockerClient:
@@ -81,6 +83,7 @@ class Engine:
         self.site = site
         self._client = client
         self._timeout = timeout
+        self._resources_lock = threading.Lock()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -156,8 +159,46 @@ class Engine:
     def create_and_start(self, spec: ContainerSpec, replace: Observed | None, stop_timeout: float) -> Observed:
         if replace is not None:
             self.remove(replace.id, stop_timeout)
+        self.ensure_site_resources(spec.container)
         container = self.client.containers.create(**spec.create_kwargs())
         return self.start(container.id)
+
+    def ensure_site_resources(self, container: Container) -> list[str]:
+        """Create the site network and named volumes a container needs, labelled with the site.
+
+        Never removed by us: a volume holds PostgreSQL's data, and a network may be shared.
+        Returns what was created ("network NAME", "volume NAME").
+        """
+        with self._resources_lock:  # roles start 8 at a time: one creates, the others find it
+            return self._ensure_site_resources(container)
+
+    def _ensure_site_resources(self, container: Container) -> list[str]:
+        created = []
+        name = container.network.name
+        if name and name not in BUILTIN_NETWORKS:
+            try:
+                self.client.api.inspect_network(name)
+            except docker.errors.NotFound:
+                # check_duplicate: the engine would otherwise make a second network of the same name.
+                self._create_quietly(lambda: self.client.api.create_network(name, driver="bridge", check_duplicate=True,
+                                                                            labels={LABEL_SITE: self.site}))
+                created.append(f"network {name}")
+        for bind in container.binds:
+            if bind.named:
+                try:
+                    self.client.api.inspect_volume(bind.host)
+                except docker.errors.NotFound:
+                    self._create_quietly(lambda: self.client.api.create_volume(bind.host, labels={LABEL_SITE: self.site}))
+                    created.append(f"volume {bind.host}")
+        return created
+
+    @staticmethod
+    def _create_quietly(create: Callable[[], object]) -> None:
+        try:
+            create()
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # made by someone else meanwhile: as good
+                raise
 
     def start(self, container_id: str) -> Observed:
         self.client.api.start(container_id)

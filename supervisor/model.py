@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Bind:
-    host: str
+    host: str  # a host path, or the name of a volume when `named`
     target: str
     read_only: bool = False
+    named: bool = False  # a named volume: created with the site label when missing, never removed by us
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class RestartPolicy:
     reset_after: float = 60.0
     max_restarts: int = 10
     window: float = 600.0
+    cooldown: float | None = 600.0  # a failed role is tried again after this; None: never
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Container:
     allow_root: bool = False
     log_driver: str | None = None
     log_options: tuple[tuple[str, str], ...] = ()
+    depends_on: tuple[tuple[str, str], ...] = ()  # (role, "started" or "healthy"), in the file's order
     allow_host_access: bool = False  # daemon-only: what the site file may ask for, not what the engine is given
 
     @property
@@ -101,6 +104,22 @@ class Site:
 
     def container(self, role: str) -> Container | None:
         return next((c for c in self.containers if c.role == role), None)
+
+    def start_order(self) -> tuple[str, ...]:
+        """Enabled roles, each after what it depends on; otherwise in the file's order.
+
+        The site file was checked for cycles, so every role finds its place.
+        """
+        enabled = {c.role: c for c in self.enabled()}
+        placed: list[str] = []
+        while len(placed) < len(enabled):
+            for role, container in enabled.items():
+                if role not in placed and all(dep in placed for dep, _ in container.depends_on):
+                    placed.append(role)
+                    break
+            else:
+                raise ValueError("a dependency cycle in a checked site")  # a bug: config refuses cycles
+        return tuple(placed)
 
 
 RUNNING_STATES = ("running",)

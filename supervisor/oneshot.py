@@ -116,6 +116,9 @@ class OneShot:
             self.note(f"pull of {c.image} failed ({pull_failure}); using the image already on this host")
 
     def _create(self) -> str:
+        # `exec --role db` before the daemon ever ran: the site network and volumes it names.
+        for created in Engine(self.site.name, self.client).ensure_site_resources(self.container):
+            self.note(f"created {created}")
         for attempt in range(_NAME_ATTEMPTS):
             self.name = oneshot_name(self.site.name)
             kwargs = oneshot_create_kwargs(self.site.name, self.container, self.command, self.name)

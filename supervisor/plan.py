@@ -27,6 +27,7 @@ class RoleView:
     probe_healthy: bool | None = None  # the daemon's probe, for the current run
     has_probe: bool = False
     refused_container: str | None = None  # the engine refused to start it: replace, don't retry
+    started_against: tuple[tuple[str, str], ...] = ()  # (dependency role, its container ID) at our last start
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ def plan(world: World) -> Plan:
     for image, pull in _image_pulls(world).items():
         if image in world.images_due and image not in world.images_busy:
             result.actions.append(ResolveImage(image, pull))
+    gaps = unmet_dependencies(world)
     for role, spec in world.desired.items():
         view = world.role(role)
         holder = world.holder(spec.name)
@@ -173,6 +175,11 @@ def plan(world: World) -> Plan:
             continue
         if holder is not None and holder.role != role:
             result.waiting[role] = f"{spec.name} to be freed by role {holder.role}"
+            continue
+        if role in gaps:
+            # Nothing is started, restarted or recreated while a dependency does not hold;
+            # a container that runs is left running.
+            result.waiting[role] = gaps[role]
             continue
         if not view.due:
             continue
@@ -201,7 +208,12 @@ def _action_for(role: str, spec: ContainerSpec, holder: Observed | None, view: R
         return Create(role, spec, replace=holder, reason="changed")
     if holder.running:
         # A running container whose current run was counted as a failure is unhealthy.
-        return Restart(role, holder) if view.counted_run == holder.run else None
+        if view.counted_run == holder.run:
+            return Restart(role, holder)
+        # A restart is not enough: the engine refuses to start a container whose link names
+        # a removed one ("Cannot link to a non running container"); a new one links afresh.
+        replaced = _linked_dependency_replaced(spec, view, world)
+        return Create(role, spec, replace=holder, reason=f"linked dependency {replaced} was recreated") if replaced else None
     if holder.status in RESTARTABLE_STATES:
         # A container the engine refused to start may never start again (after a dockerd
         # restart: "task … already exists"); a fresh one from the same spec does.
@@ -237,6 +249,54 @@ def ready(world: World, role: str) -> bool:
     if holder.health not in (None, "healthy"):
         return False
     return not view.has_probe or view.probe_healthy is True
+
+
+def unmet_dependencies(world: World) -> dict[str, str]:
+    """Roles with a dependency that does not hold now, and which: `{"worker": "db (unhealthy)"}`."""
+    gaps = {}
+    for role, spec in world.desired.items():
+        for dependency, condition in spec.container.depends_on:
+            why = _dependency_gap(world, dependency, condition)
+            if why is not None:
+                gaps[role] = f"{dependency} ({why})"
+                break
+    return gaps
+
+
+def _dependency_gap(world: World, role: str, condition: str) -> str | None:
+    """Why `role` does not hold `condition` (started or healthy), or None when it does."""
+    spec = world.desired.get(role)
+    if spec is None:
+        return "not enabled"
+    holder = world.holder(spec.name)
+    if holder is None or not world.owns(holder):
+        return "not created"
+    if not holder.running:
+        return holder.status
+    if condition == "started":
+        return None
+    view = world.role(role)
+    if view.counted_run == holder.run or holder.health == "unhealthy" or (view.has_probe and view.probe_healthy is False):
+        return "unhealthy"
+    if not ready(world, role):
+        return "restarting" if view.busy else "starting"
+    return None
+
+
+def _linked_dependency_replaced(spec: ContainerSpec, view: RoleView, world: World) -> str | None:
+    """A dependency reached through a legacy link, recreated since we started: the link names the old container.
+
+    On a network with DNS, names follow recreated containers, so nothing is restarted.
+    """
+    linked = {name for name, _ in spec.container.network.links}
+    started_against = dict(view.started_against)
+    for dependency, _ in spec.container.depends_on:
+        target = world.desired.get(dependency)
+        holder = world.holder(target.name) if target else None
+        before = started_against.get(dependency)
+        if target and target.name in linked and holder and before and holder.id != before:
+            return dependency
+    return None
 
 
 def _rollout_open(world: World) -> bool:

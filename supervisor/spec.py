@@ -58,8 +58,8 @@ class ContainerSpec:
             "labels": self.labels(),
             # Bind mounts (not legacy -v binds) so a missing host directory is an
             # error instead of an empty root-owned directory made by the engine.
-            "mounts": [{"Type": "bind", "Source": b.host, "Target": b.target, "ReadOnly": b.read_only}
-                       for b in c.binds],
+            "mounts": [{"Type": "volume" if b.named else "bind", "Source": b.host, "Target": b.target,
+                        "ReadOnly": b.read_only} for b in c.binds],
             # The engine must never restart on its own: restarts are ours, with backoff.
             "restart_policy": {"Name": "no"},
             "detach": True,
@@ -106,8 +106,11 @@ def spec_hash(container: Container, image_id: str | None) -> str:
     image already changes `image_id`).
     """
     fields = asdict(container)
-    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "allow_root", "pull", "allow_host_access"):
+    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "allow_root", "pull", "depends_on",
+                        "allow_host_access"):
         fields.pop(daemon_only)
+    # Host binds hash as they always did, so an upgrade adopts its running containers.
+    fields["binds"] = [{k: v for k, v in b.items() if k != "named" or v} for b in fields["binds"]]
     fields["image_id"] = image_id
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]

@@ -18,7 +18,8 @@ class State(str, Enum):
     STARTING = "starting"  # an action is under way, or not yet started
     RUNNING = "running"
     BACKOFF = "backoff"  # exited or unhealthy; restarting after a delay
-    FAILED = "failed"  # crash loop: no more restarts until a reload
+    FAILED = "failed"  # crash loop: no more restarts until its cooldown passes, or a reload
+    WAITING = "waiting"  # for a dependency to hold (started, or healthy): not its own fault
     BLOCKED = "blocked"  # its name is held by a container we do not own
     STOPPING = "stopping"
     STOPPED = "stopped"
@@ -51,6 +52,8 @@ def status_line(statuses: list[RoleStatus], now: float) -> str:
                 parts.append(f"{s.role} {s.health}")
         elif s.state is State.BACKOFF and s.next_restart_at is not None:
             parts.append(f"{s.role} restarting in {max(0, round(s.next_restart_at - now))}s")
+        elif s.state is State.WAITING:
+            parts.append(f"{s.role} waiting for {s.detail}")
         else:
             parts.append(f"{s.role} {s.state.value}")
     return "; ".join(parts)
@@ -98,7 +101,7 @@ def daemon_alive(state: dict | None) -> bool:
 
 
 def render_table(rows: list[dict], now: float) -> str:
-    header = ("ROLE", "NAME", "STATE", "HEALTH", "RESTARTS", "UPTIME", "IMAGE", "NEXT RESTART")
+    header = ("ROLE", "NAME", "STATE", "HEALTH", "RESTARTS", "UPTIME", "IMAGE", "NEXT TRY")
     lines = [header]
     for row in rows:
         started = row.get("started_at")

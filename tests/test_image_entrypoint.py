@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,49 @@ def test_make_config_writes_the_defaults_once_then_refuses_and_changes_nothing(d
     assert status != 0
     assert "already there" in err and "indico.conf" in err and "Nothing was changed" in err
     assert {p.name: p.read_bytes() for p in etc.iterdir()} == before
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
+def test_make_config_keeps_the_secrets_and_every_directory_it_makes_from_other_users(docker_client, image,
+                                                                                    site_name, volumes):
+    status, _, err = run_once(docker_client, image, site_name, ["make-config"], volumes)
+
+    assert status == 0, err
+    root = volumes["data"].parent
+    made = ["data/etc", "data/etc/indico.conf", "data/etc/logging.yaml", "data/archive",
+            "scratch/tmp", "scratch/cache", "scratch/log"]
+    # umask 027 before anything is written, whatever the engine's own umask (022) is.
+    assert {name: oct(mode(root / name)) for name in made} == {
+        "data/etc": "0o750", "data/etc/indico.conf": "0o640", "data/etc/logging.yaml": "0o640",
+        "data/archive": "0o750", "scratch/tmp": "0o750", "scratch/cache": "0o750", "scratch/log": "0o750"}
+    assert "warning" not in err
+
+
+def test_wider_modes_are_named_at_every_start_with_the_chmod_and_left_alone(docker_client, image, site_name,
+                                                                           volumes):
+    assert run_once(docker_client, image, site_name, ["make-config"], volumes)[0] == 0
+    data = volumes["data"]
+    # What an image without the umask made, or an admin loosened.
+    wide = {data / "etc": 0o755, data / "etc" / "indico.conf": 0o644, data / "etc" / "logging.yaml": 0o660,
+            data / "archive": 0o775, volumes["scratch"] / "log": 0o2777}
+    for path, wide_mode in wide.items():
+        os.chmod(path, wide_mode)
+
+    for _ in range(2):
+        status, _, err = run_once(docker_client, image, site_name, ["true"], volumes)
+
+        assert status == 0, err
+        warnings = [line for line in err.splitlines() if line.startswith("indico-worker: warning: ")]
+        assert len(warnings) == len(wide), err
+        for fix in ("chmod 750 /opt/indico/data/etc ", "chmod 640 /opt/indico/data/etc/indico.conf ",
+                    "chmod 640 /opt/indico/data/etc/logging.yaml ", "chmod 755 /opt/indico/data/archive ",
+                    "chmod 2755 /opt/indico/scratch/log "):
+            assert any(fix in line for line in warnings), f"no {fix!r} in:\n{err}"
+        assert "SECRET_KEY" in next(line for line in warnings if "/opt/indico/data/etc/indico.conf is mode" in line)
+        assert {path: mode(path) for path in wide} == wide
 
 
 def test_each_make_config_gives_its_own_secret_key(docker_client, image, site_name, tmp_path):

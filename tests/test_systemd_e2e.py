@@ -101,6 +101,36 @@ def events_in(entries: list[dict], name: str) -> list[dict]:
     return [e for e in entries if f"event={name} " in str(e.get("MESSAGE", "")) + " "]
 
 
+def still_starting_site(site: str, image: str, root: Path) -> str:
+    """A site the daemon cannot finish starting: celery waits for an image that is not
+    there (pull: never), as it would for a long pull, so the unit stays `activating`
+    while the worker runs."""
+    celery = {"image": f"indico-supervisor-test/{site}-absent:1", "pull": "never"}
+    return site_text(site, image, root, containers={"worker": {}, "celery": celery})
+
+
+def wait_activating_with_the_worker_up(machine: SystemdHost, client, site: str) -> None:
+    wait_until(lambda: f"{site}-worker" in snapshot(client, site), 60, what="the worker running")
+    wait_until(lambda: "image_unavailable" in machine.journal("-u", UNIT), 30, what="celery waiting for its image")
+    assert machine.unit("ActiveState") == "activating"
+
+
+# dpkg runs maintainer scripts with /usr/local/sbin first on PATH: this systemctl makes
+# the daemon go (SIGUSR1: containers left running) just before the script's kill runs.
+RACING_SYSTEMCTL = f"""#!/bin/sh
+if [ "$1" = kill ]; then
+    /bin/systemctl kill --kill-who=main --signal=SIGUSR1 {UNIT}
+    while [ "$(/bin/systemctl show -P MainPID {UNIT})" != 0 ]; do sleep 0.1; done
+fi
+exec /bin/systemctl "$@"
+"""
+
+
+def race_the_kill(machine: SystemdHost) -> None:
+    machine.write("/usr/local/sbin/systemctl", RACING_SYSTEMCTL)
+    machine.sh("chmod 755 /usr/local/sbin/systemctl")
+
+
 def test_install_enables_the_unit_but_starts_nothing_until_the_site_file_is_edited(machine, docker_client, site_name):
     status, output = machine.sh(f"dpkg -i {machine.deb}", check=False)
 
@@ -130,8 +160,22 @@ def test_install_starts_the_daemon_when_the_site_file_already_passes_check_confi
     status, output = machine.sh(f"dpkg -i --force-confold {machine.deb}", check=False)
 
     assert status == 0 and "passes check-config: starting" in output, output
-    assert machine.unit("ActiveState") == "active"
+    assert "journalctl -u indico-supervisor -f" in output and "systemctl status indico-supervisor" in output
+    wait_until(lambda: machine.unit("ActiveState") == "active", 60, what="the unit active")
     assert set(snapshot(docker_client, site_name)) == {f"{site_name}-worker", f"{site_name}-celery"}
+
+
+def test_install_does_not_wait_for_a_first_start_that_takes_long(machine, docker_client, site_name, busybox,
+                                                                  site_dir):
+    machine.write(SITE_FILE, still_starting_site(site_name, busybox, site_dir))
+
+    # The unit's own start timeout is 15 minutes: a blocking start would hit this one.
+    status, output = machine.sh(f"timeout 60 dpkg -i --force-confold {machine.deb}", check=False)
+
+    assert status == 0 and "passes check-config: starting" in output, output
+    assert "journalctl -u indico-supervisor -f" in output, output
+    wait_activating_with_the_worker_up(machine, docker_client, site_name)
+    assert machine.sh("dpkg-query -W -f='${Status}' indico-supervisor")[1] == "install ok installed"
 
 
 def test_start_returns_after_ready_with_worker_and_celery_running_and_a_status_line(installed, docker_client,
@@ -215,6 +259,31 @@ def test_a_hung_daemon_is_restarted_by_the_watchdog_and_adopts_the_containers(in
     assert events_in(journal_entries(installed, "-u", UNIT), "daemon_ready")[-1]["_PID"] != pid
 
 
+def test_http_tcp_and_exec_probes_pass_from_inside_the_units_sandbox(installed, docker_client, site_name, busybox,
+                                                                    site_dir):
+    # The hardened unit must still let the daemon reach containers at their IPs (http,
+    # tcp) and run execs through the socket; a probe it could not make would fail.
+    def serving(script: str) -> list[str]:
+        return ["sh", "-c", f"trap 'exit 0' TERM\n{script}\nwhile :; do sleep 0.2; done"]
+    timings = {"interval": "1s", "timeout": "3s", "retries": 3, "start_period": "10s"}
+    containers = {
+        "worker": {"command": serving("mkdir -p /tmp/www && echo ok > /tmp/www/ok.html && httpd -p 8080 -h /tmp/www"),
+                   "health": {"http": {"port": 8080, "path": "/ok.html"}, **timings}},
+        "celery": {"command": serving("nc -ll -p 9000 -e true &"), "health": {"tcp": {"port": 9000}, **timings}},
+        "probed": {"command": serving("touch /tmp/ok"), "health": {"exec": ["test", "-f", "/tmp/ok"], **timings}},
+    }
+    installed.write(SITE_FILE, site_text(site_name, busybox, site_dir, containers=containers))
+
+    installed.sh(START)
+
+    wait_until(lambda: {"worker healthy", "celery healthy", "probed healthy"}
+               <= set(installed.unit("StatusText").split("; ")), 60, what="every probe passed")
+    entries = journal_entries(installed, "-u", UNIT)
+    passed = " ".join(str(e["MESSAGE"]) for e in events_in(entries, "probe_passed")) + " "
+    assert all(f"role={role} " in passed for role in containers), passed
+    assert not events_in(entries, "probe_failed") and not events_in(entries, "container_restarted")
+
+
 def test_stop_stops_the_containers_and_start_brings_them_back(running, docker_client, site_name):
     names = {f"{site_name}-worker", f"{site_name}-celery"}
 
@@ -260,6 +329,62 @@ def test_upgrade_reexecs_the_daemon_under_the_same_pid_and_restarts_no_container
     assert events_in(journal_entries(running, "-u", UNIT), "daemon_reexec")
     assert snapshot(docker_client, site_name) == before
     assert running.sh(f"cat {SITE_FILE}")[1] == edited  # a conffile: the admin's edits survive
+
+
+def test_upgrade_while_the_daemon_is_still_starting_hands_over_too(installed, docker_client, site_name,
+                                                                    busybox, site_dir):
+    installed.write(SITE_FILE, still_starting_site(site_name, busybox, site_dir))
+    installed.sh(f"systemctl --no-block start {UNIT}")
+    wait_activating_with_the_worker_up(installed, docker_client, site_name)
+    before = snapshot(docker_client, site_name)
+    pid = installed.unit("MainPID")
+
+    status, output = installed.sh(f"timeout 120 dpkg -i {installed.deb}", check=False)
+
+    assert status == 0 and "handing over to the new version" in output, output
+    assert "still starting" in output and "journalctl -u indico-supervisor -f" in output, output
+    wait_until(lambda: events_in(journal_entries(installed, "-u", UNIT), "daemon_reexec"), 30,
+               what="daemon_reexec in the journal")
+    assert installed.unit("MainPID") == pid and installed.unit("ActiveState") == "activating"
+    assert snapshot(docker_client, site_name) == before
+
+
+def test_upgrade_whose_new_daemon_dies_says_so_and_leaves_the_package_configured(running, docker_client, site_name,
+                                                                                busybox, site_dir):
+    before = snapshot(docker_client, site_name)
+    # Edited but never reloaded: the re-exec'd daemon reads it and refuses to start.
+    running.write(SITE_FILE, site_text(site_name, busybox, site_dir, user="0:0"))
+
+    status, output = running.sh(f"timeout 120 dpkg -i --force-confold {running.deb}", check=False)
+
+    assert status == 0, output
+    (error,) = [line for line in output.splitlines() if line.startswith("indico-supervisor: ERROR: ")]
+    assert "did not start" in error and "journalctl -u indico-supervisor" in error, output
+    assert running.unit("ActiveState") == "failed"
+    assert running.sh("dpkg-query -W -f='${Status}' indico-supervisor")[1] == "install ok installed"
+    assert snapshot(docker_client, site_name) == before  # the dead daemon left them running
+
+
+def test_upgrade_survives_the_daemon_stopping_between_the_check_and_the_signal(running, docker_client, site_name):
+    before = snapshot(docker_client, site_name)
+    race_the_kill(running)
+
+    status, output = running.sh(f"dpkg -i {running.deb}", check=False)
+
+    assert status == 0 and "stopped before the handover" in output, output
+    assert running.unit("ActiveState") == "inactive"
+    assert snapshot(docker_client, site_name) == before
+
+
+def test_remove_survives_the_daemon_stopping_between_the_check_and_the_signal(running, docker_client, site_name):
+    before = snapshot(docker_client, site_name)
+    race_the_kill(running)
+
+    status, output = running.sh("dpkg -r indico-supervisor", check=False)
+
+    assert status == 0 and "had stopped already" in output, output
+    assert running.sh("dpkg-query -W -f='${Status}' indico-supervisor")[1] == "deinstall ok config-files"
+    assert snapshot(docker_client, site_name) == before
 
 
 def test_remove_and_purge_leave_the_containers_and_the_data(running, docker_client, site_name, site_dir):
