@@ -33,6 +33,8 @@ class Finding:
 
 
 def bind_finding(bind: Bind) -> Finding | None:
+    if bind.named:  # a volume the engine keeps for us, not a path on the host
+        return None
     written = os.path.normpath(bind.host)
     resolved = os.path.realpath(written)
     for path in dict.fromkeys((written, resolved)):

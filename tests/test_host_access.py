@@ -160,3 +160,11 @@ def test_allow_host_access_leaves_the_spec_hash_of_every_container_as_it_was():
     image_id = "sha256:" + "ab" * 32
     assert spec_hash(BASE, image_id) == before
     assert spec_hash(replace(BASE, allow_host_access=True), image_id) == before
+
+
+def test_a_named_volume_is_not_a_host_path_whatever_its_name(tmp_path, monkeypatch):
+    # Resolved as a path it would be judged against the working directory: systemd starts the daemon in /.
+    monkeypatch.chdir("/")
+    tree = site(tmp_path, volumes={"extra": ["etc:/srv/etc", "docker.sock:/run/x"]})
+    parsed = parse_site(tree, str(tmp_path / "site.yaml"), check_paths=False)
+    assert {b.host for b in parsed.container("worker").binds if b.named} == {"etc", "docker.sock"}
