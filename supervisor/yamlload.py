@@ -16,8 +16,9 @@ from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
 MAX_BYTES = 1024 * 1024  # a site file is a few KB; a MiB leaves room for comments
-# Values after every alias is expanded. A real site file has a few hundred; the
-# daemon and check-config walk the expanded tree, so its size is the real cost.
+# Values as written, and again after every alias is expanded. A real site file has a
+# few hundred; reading costs per value written, and the daemon and check-config walk
+# the expanded tree, so both counts are the real cost.
 MAX_NODES = 100_000
 
 
