@@ -9,7 +9,8 @@ import os
 import sys
 import time
 
-from .config import DEFAULT_PATH, load_site
+from . import config, logs
+from .config import DEFAULT_PATH
 from .problems import ConfigError
 
 EXIT_USAGE = 2
@@ -18,6 +19,9 @@ EXIT_USAGE = 2
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    streams = sys.stdout, sys.stderr
+    if args.command != "run":  # the daemon's log scrubs itself, field by field
+        sys.stdout, sys.stderr = logs.ScrubbingStream(sys.stdout), logs.ScrubbingStream(sys.stderr)
     try:
         return args.handler(args)
     except ConfigError as error:
@@ -28,6 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def load_site(path: str, check_paths: bool = True):
+    """The site, its secrets learnt: whatever a command prints next (the file's settings, engine
+    errors, a status detail from the state file) goes through the one redactor that knows them."""
+    site = config.load_site(path, check_paths)
+    logs.learn_site(site)
+    return site
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -193,6 +207,7 @@ def _exec(args: argparse.Namespace) -> int:
               "`indico-supervisor exec -- indico db prepare`", file=sys.stderr)
         return EXIT_USAGE
     site = load_site(args.config)
+    logs.add_secrets(logs.secrets_of_command(command))  # the job's own `PGPASSWORD=…`, echoed in our notes
     with _engine_errors_end_here("exec"):
         from .engine import connect_patient
         try:

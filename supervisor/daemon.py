@@ -290,7 +290,7 @@ class Daemon:
         if content == self.written_state and now.mono - self.written_at < STATE_HEARTBEAT:
             return
         try:
-            write_state(state_path(self.site.name), payload)
+            write_state(state_path(self.site.name), logs.scrub_value(payload))
             self.written_state, self.written_at = content, now.mono
         except OSError as error:
             self.log.debug("state_file_unwritable", reason=str(error))
@@ -313,5 +313,4 @@ class Daemon:
                          hint="the notify socket is full: its reader is slow; later messages supersede this one")
 
     def _learn_secrets(self, site: Site) -> None:
-        for container in site.containers:
-            logs.add_secrets(logs.secrets_of_env(dict(container.env)))
+        logs.learn_site(site)

@@ -1,6 +1,7 @@
 """Human-readable account of a resolved site, for `check-config`."""
 from __future__ import annotations
 
+from . import hostaccess
 from .durations import format_duration as d
 from .logs import mask_env
 from .model import Container, Site
@@ -48,4 +49,9 @@ def _describe(c: Container) -> list[str]:
     lines.append(f"  stop     {c.stop_signal or 'image default signal'}, timeout {d(c.stop_timeout)}")
     if c.log_driver:
         lines.append(f"  logs     {c.log_driver} {dict(c.log_options) or ''}".rstrip())
+    if c.allow_host_access:
+        # Opted in, so allowed; said on every check so the grant is never forgotten in a file.
+        lines += [f"  WARNING  host access (allow_host_access): {f.what}: {f.why}"
+                  for f in hostaccess.findings(c.binds, c.network)] or \
+                 ["  WARNING  allow_host_access is set but nothing here needs it; remove it"]
     return lines

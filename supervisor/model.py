@@ -86,6 +86,7 @@ class Container:
     log_options: tuple[tuple[str, str], ...] = ()
     depends_on: tuple[tuple[str, str], ...] = ()  # (role, "started" or "healthy"), in the file's order
     cap_add: tuple[str, ...] = ()  # "CAP_…" names, sorted; all others are dropped unless allow_root
+    allow_host_access: bool = False  # daemon-only: what the site file may ask for, not what the engine is given
 
     @property
     def user(self) -> str:

@@ -34,6 +34,7 @@ class SectionReader:
         self.r = reader
         self.base_dir = base_dir
         self.check_paths = check_paths
+        self.bind_paths: dict[Bind, str] = {}  # where each bind was written, for problems found later
 
     def command(self, node: object, path: str) -> tuple[tuple[str, ...] | None] | None:
         # Wrapped in a 1-tuple so "no command" (None: the image's CMD) differs from "invalid".
@@ -70,6 +71,7 @@ class SectionReader:
                 host = self.host_dir(body[key], key_path(path, key))
                 if host is not None:
                     binds[target] = Bind(host, target)
+                    self.bind_paths.setdefault(binds[target], key_path(path, key))
             elif target in current:
                 binds[target] = current[target]
             elif top_level:
@@ -82,6 +84,7 @@ class SectionReader:
                 bind = self.bind(item, key_path(key_path(path, "extra"), index))
                 if bind is not None:
                     binds[bind.target] = bind
+                    self.bind_paths.setdefault(bind, key_path(key_path(path, "extra"), index))
         else:
             self.r.problem(key_path(path, "extra"), 'expected a list of "HOST:CONTAINER" or "HOST:CONTAINER:ro"', extras)
         return tuple(binds.values())
