@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .inbox import PullProgress, PullStarted, Resynced
+from .inbox import PullProgress, PullStarted, Resynced, SiteResourceCreated
 from .ledger import Event, Ledger, Now
 from .plan import Create, Remove, ResolveImage, Restart, Resync, Start, Stop
 
@@ -58,7 +58,8 @@ ACTIONS: dict[type, ActionKind] = {
         run=_resolve_image,
         begun=_nothing, done=Ledger.image_resolved, failed=Ledger.image_unavailable),
     Create: ActionKind(
-        run=lambda engine, a, context: engine.create_and_start(a.spec, a.replace, a.spec.container.stop_timeout),
+        run=lambda engine, a, context: engine.create_and_start(
+            a.spec, a.replace, a.spec.container.stop_timeout, lambda what: context.post(SiteResourceCreated(what))),
         begun=Ledger.role_action_begun, done=Ledger.role_action_done, failed=Ledger.role_action_failed),
     Start: ActionKind(
         run=lambda engine, a, context: engine.start(a.container.id),

@@ -22,7 +22,7 @@ from . import logs
 from .config import load_site
 from .health import Prober, ProbeVerdict
 from .inbox import (ActionDone, ActionFailed, ContainerDied, ContainerGone, ContainerSeen, EngineBack, EngineLost,
-                    Inbox, PullProgress, PullStarted, SignalReceived)
+                    Inbox, PullProgress, PullStarted, SignalReceived, SiteResourceCreated)
 from .ledger import Event, Ledger, Now
 from .model import Site
 from .notify import Notifier
@@ -89,6 +89,8 @@ class Daemon:
             ProbeVerdict: lambda m: self.ledger.probe_verdict(m.role, m.run, m.healthy, m.detail),
             PullStarted: self.on_pull_started,
             PullProgress: self.on_pull_progress,
+            SiteResourceCreated: lambda m: self.log.info("site_resource_created", created=m.what,
+                                                         hint="labelled with the site; never removed by us"),
             ActionDone: self.on_action_done,
             ActionFailed: lambda m: actions.fail(self.ledger, m.action, m.error, m.unreachable, self.now()),
         }

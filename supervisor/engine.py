@@ -5,9 +5,6 @@ back through the daemon's inbox; nothing here keeps state of its own.
 """
 from __future__ import annotations
 
-import json
-import os
-import signal
 import threading
 import time
 from datetime import datetime
@@ -17,15 +14,14 @@ import docker
 import docker.auth
 import docker.errors
 import requests.exceptions
-import urllib3.exceptions
 
+from . import execkill, pulls
 from .model import Container, Observed
 from .spec import LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec
 
 # Events that may change what the daemon should do. exec_* (our own probes) and
 # attach/resize noise are filtered out before any inspect is spent on them.
 INTERESTING_EVENTS = ("create", "start", "die", "oom", "kill", "stop", "destroy", "health_status", "pause", "unpause")
-PROGRESS_EVERY = 2.0  # seconds between pull progress reports
 BUILTIN_NETWORKS = ("bridge", "host", "none", "default")
 PULL_TIMEOUT = 120.0  # seconds a pull may go without progress (the site's pull_timeout)
 CONNECT_TIMEOUT = 10.0
@@ -75,6 +71,7 @@ def observe(attrs: dict, site: str, observed_at: float) -> Observed:
         spec_hash=labels.get(LABEL_HASH) if ours else None,
         image_id=attrs.get("Image", ""), status=state.get("Status", "unknown"),
         started_at=_epoch(state.get("StartedAt")), finished_at=_epoch(state.get("FinishedAt")),
+        created_at=_epoch(attrs.get("Created")),
         exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
         health=(state.get("Health") or {}).get("Status"), ip=ip, observed_at=observed_at)
 
@@ -143,12 +140,12 @@ class Engine:
         with a read timeout, and a stream that says nothing new for `stall_timeout` is
         closed: PullStalled, which the ledger retries with backoff.
         """
-        repository, tag = _split_reference(reference)
-        reporter = _PullReporter(progress)
+        repository, tag = pulls.split_reference(reference)
+        reporter = pulls.PullReporter(progress)
         response = self._pull_request(repository, tag, stall_timeout)
         try:
             last_progress = time.monotonic()
-            for line in _json_lines(response):
+            for line in pulls.json_lines(response):
                 if "error" in line:
                     raise docker.errors.APIError(line["error"])
                 if reporter.feed(line):
@@ -156,7 +153,7 @@ class Engine:
                 elif time.monotonic() - last_progress > stall_timeout:
                     raise PullStalled(reference, stall_timeout)
         except requests.exceptions.ConnectionError as error:
-            if not _read_timed_out(error):
+            if not pulls.read_timed_out(error):
                 raise
             raise PullStalled(reference, stall_timeout) from None
         finally:
@@ -208,10 +205,13 @@ class Engine:
                 raise
             return local, reason(error)
 
-    def create_and_start(self, spec: ContainerSpec, replace: Observed | None, stop_timeout: float) -> Observed:
+    def create_and_start(self, spec: ContainerSpec, replace: Observed | None, stop_timeout: float,
+                         on_created: Callable[[str], None] = lambda what: None) -> Observed:
+        # The network and volumes first: if they cannot be made, the old container still runs.
+        for what in self.ensure_site_resources(spec.container):
+            on_created(what)
         if replace is not None:
             self.remove(replace.id, stop_timeout)
-        self.ensure_site_resources(spec.container)
         container = self.client.containers.create(**spec.create_kwargs())
         return self.start(container.id)
 
@@ -297,7 +297,7 @@ class Engine:
                 break
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.25)
-        _kill_exec(state.get("Pid") or 0, state.get("ContainerID") or container_id)
+        execkill.kill_exec(state.get("Pid") or 0, state.get("ContainerID") or container_id)
         return None
 
     def events(self) -> Iterator[dict]:
@@ -309,107 +309,6 @@ class Engine:
         if described is None:
             raise docker.errors.NotFound(f"container {container_id[:12]} vanished right after starting")
         return described
-
-
-class _PullReporter:
-    """Condenses a pull's JSON stream into a report every few seconds: layers and bytes."""
-
-    def __init__(self, report: Callable[[dict], None]):
-        self.report = report
-        self.layers: dict[str, tuple[str, int, int]] = {}
-        self.last = 0.0
-
-    def feed(self, line: dict) -> bool:
-        """Take one line; whether it says the pull moved (a retry countdown or a wait does not)."""
-        layer, status = line.get("id"), line.get("status", "")
-        # "Pulling from REPO" carries the tag as its id: it is not a layer.
-        if layer and status and not status.startswith("Pulling from"):
-            _, current, total = self.layers.get(layer, ("", 0, 0))
-            detail = line.get("progressDetail") or {}
-            if status == "Downloading":
-                current, total = detail.get("current", current), detail.get("total", total)
-            elif status in ("Download complete", "Extracting", "Pull complete"):
-                current = total  # fully downloaded; later lines carry no (or extraction) counts
-            self.layers[layer] = (status, current, total)
-        if time.monotonic() - self.last >= PROGRESS_EVERY:
-            self._emit()
-        return not status.startswith(("Retrying", "Waiting"))
-
-    def finish(self) -> None:
-        self._emit()
-
-    def _emit(self) -> None:
-        self.last = time.monotonic()
-        done = sum(1 for status, _, _ in self.layers.values() if status in ("Pull complete", "Already exists"))
-        self.report({"layers_done": done, "layers": len(self.layers),
-                     "bytes": sum(c for _, c, _ in self.layers.values()),
-                     "bytes_total": sum(t for _, _, t in self.layers.values())})
-
-
-def _json_lines(response: requests.Response) -> Iterator[dict]:
-    for line in response.iter_lines(chunk_size=None):  # None: each chunk as it comes, never held for more
-        if line.strip():
-            yield json.loads(line)
-
-
-def _read_timed_out(error: requests.exceptions.ConnectionError) -> bool:
-    # requests wraps a read timeout met while streaming a body as a ConnectionError.
-    return any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in error.args)
-
-
-def _kill_exec(pid: int, container_id: str) -> None:
-    """SIGKILL a timed-out exec's process and its descendants, from the host.
-
-    The engine gives the exec's host PID; another exec running `kill` would need
-    that tool in the image. Only processes still in the container's cgroup are
-    killed, so a PID the host has reused since is never touched. Where the daemon
-    cannot see them (another PID namespace) the process is left: it ends when the
-    container does, and no thread of ours waits on it.
-    """
-    victims, queue = [], [pid] if pid > 0 else []
-    while queue:
-        current = queue.pop()
-        if not _in_container(current, container_id):
-            continue
-        victims.append(current)
-        queue.extend(_children(current))
-    for victim in victims:
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def _in_container(pid: int, container_id: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cgroup") as stream:
-            return container_id in stream.read()
-    except OSError:
-        return False
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as stream:
-                found += [int(child) for child in stream.read().split()]
-        except (OSError, ValueError):
-            pass
-    return found
-
-
-def _split_reference(reference: str) -> tuple[str, str | None]:
-    if "@" in reference:
-        return reference, None
-    name, _, tag = reference.rpartition(":")
-    if name and "/" not in tag:
-        return name, tag
-    return reference, "latest"
 
 
 def _epoch(stamp: str | None) -> float | None:

@@ -12,7 +12,8 @@ of the daemon's messages and action outcomes through it, in milliseconds.
 
 How actions change it is written per action kind in `actions.py` (the outcomes
 themselves in `outcomes.py`, which the ledger inherits); a role's states and their
-legal changes are `lifecycle.py`'s; dependencies are the planner's (`plan.py`).
+legal changes are `lifecycle.py`'s; what unmet dependencies mean for a role is
+`waiting.py`'s (also inherited).
 """
 from __future__ import annotations
 
@@ -20,18 +21,16 @@ from dataclasses import dataclass, replace
 
 from .lifecycle import IMAGE_RETRY, Event, ImageRecord, Now, RoleRecord, role_status, transition_events
 from .outcomes import ActionOutcomes, seconds
+from .waiting import FAILURE_EVENTS, DependencyWaits
 from .model import Observed, Probe, Run, Site
-from .plan import (Cause, Create, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
+from .plan import (Create, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
                    new_failures, plan, unmet_dependencies)
 from .policy import RestartTracker
 from .spec import desired_specs
-from .status import SETTLED, RoleStatus, State
+from .status import RoleStatus
 
 BLOCKED_RESYNC_EVERY = 2.0  # a foreign container holding our name shows in no event of ours
 UNREACHABLE_RESYNC_AFTER = 2.0
-
-FAILURE_EVENTS = {Cause.EXITED: "container_exited", Cause.OOM: "container_oom_killed",
-                  Cause.UNHEALTHY: "container_unhealthy", Cause.REMOVED: "container_removed"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def lock_of(action) -> tuple:
     raise TypeError(f"not an action: {action!r}")
 
 
-class Ledger(ActionOutcomes):
+class Ledger(ActionOutcomes, DependencyWaits):
     def __init__(self, site: Site):
         self.site = site
         self.observed: dict[str, Observed] = {}
@@ -93,7 +92,7 @@ class Ledger(ActionOutcomes):
         record = self.roles.get(container.role or "")
         configured = self.site.container(container.role) if container.role else None
         if record is not None and container.site and configured and container.name == configured.name:
-            record.last_container_id = container.id
+            record.last_container_id, record.last_run = container.id, container.run
         return self._take()
 
     def container_died(self, container_id: str, exit_code: int | None, oom_killed: bool, observed_at: float,
@@ -167,12 +166,14 @@ class Ledger(ActionOutcomes):
 
     def _reconcile(self, now: Now) -> list:
         gaps = unmet_dependencies(self.world(now))
+        # A failure first seen in the turn its dependency came back belongs to the outage too.
+        outage = {role: record.gap for role, record in self.roles.items() if record.gap} | gaps
         self._follow_dependencies(gaps, now)
         for failure in new_failures(self.world(now)):
             if failure.run.container_id in self.written_off:
                 self.roles[failure.role].counted_run = failure.run  # its end was ours, already counted
-            elif failure.role in gaps:
-                self._record_outage(failure, gaps[failure.role])
+            elif failure.role in outage:
+                self._record_outage(failure, outage[failure.role])
             else:
                 self._record_failure(failure, now)
         self._retry_after_cooldown(now)
@@ -196,68 +197,14 @@ class Ledger(ActionOutcomes):
             self._emit("error", "container_failed", role=failure.role, cause=failure.cause.value,
                        exit_code=failure.exit_code, restarts=len(record.tracker.recent), window=policy.window,
                        next_try_in=policy.cooldown,
-                       hint=f"more than {policy.max_restarts} restarts within {policy.window:g}s; no more restarts. "
-                            f"Look at `docker logs {name}`, fix the cause, then `systemctl reload indico-supervisor`")
+                       hint=f"more than {policy.max_restarts} restarts within {policy.window:g}s; "
+                            + ("no more restarts" if policy.cooldown is None else
+                               f"tried again in {policy.cooldown:g}s with a fresh budget")
+                            + f". Look at `docker logs {name}`, fix the cause, then `systemctl reload indico-supervisor`")
             return
         self._emit("warning", FAILURE_EVENTS[failure.cause], role=failure.role, exit_code=failure.exit_code,
                    uptime=None if failure.uptime is None else round(failure.uptime, 3),
                    restart_in=seconds(delay), restarts=record.tracker.total)
-
-    def _record_outage(self, failure: Failure, gap: str) -> None:
-        """An exit or unhealthiness while a dependency does not hold: not the container's fault.
-
-        Neither counted nor backed off; the planner restarts it once the dependency holds.
-        """
-        record = self.roles[failure.role]
-        record.counted_run = failure.run
-        record.outage_run = failure.run if failure.cause is Cause.UNHEALTHY else None
-        record.last_failure = {"cause": failure.cause.value, "exit_code": failure.exit_code, "delay": 0.0}
-        self._emit("warning", FAILURE_EVENTS[failure.cause], role=failure.role, exit_code=failure.exit_code,
-                   uptime=None if failure.uptime is None else round(failure.uptime, 3), waiting_for=gap,
-                   restarts=record.tracker.total)
-
-    def _follow_dependencies(self, gaps: dict[str, str], now: Now) -> None:
-        for role, record in self.roles.items():
-            gap = gaps.get(role)
-            if record.gap is not None and gap is None:
-                record.tracker.clear_delay()  # the dependency is back: restart at once, not after a backoff
-            record.gap = gap
-        for container in self.site.enabled():
-            for dependency, condition in container.depends_on:
-                self._warn_if_health_unknown(dependency, condition)
-            self._forget_outage_if_recovered(container.role, container.name)
-
-    def _forget_outage_if_recovered(self, role: str, name: str) -> None:
-        """Unhealthy during a dependency's outage, healthy again without us: nothing to restart.
-
-        (Indico whose database came back answers again by itself.) A run that turned
-        unhealthy on its own is still restarted, as ever.
-        """
-        record = self.roles.get(role)
-        if record is None or record.outage_run is None:
-            return
-        holder = next((c for c in self.observed.values() if c.name == name and c.site), None)
-        if holder is None or holder.run != record.outage_run or not holder.running:
-            return
-        probe_passed = record.probe_run == holder.run and record.probe_healthy is True
-        if holder.health == "healthy" or (holder.health is None and probe_passed):
-            record.counted_run = record.probe_unhealthy_run = record.outage_run = None
-            record.last_failure = {}
-            self._emit("info", "container_recovered", role=role,
-                       hint="healthy again once its dependency was back: not restarted")
-
-    def _warn_if_health_unknown(self, role: str, condition: str) -> None:
-        configured = self.site.container(role)
-        if condition != "healthy" or role in self.warned_no_health or configured is None:
-            return
-        if configured.probe is not None or configured.healthcheck is not None:
-            return
-        holder = next((c for c in self.observed.values() if c.name == configured.name and c.site), None)
-        if holder is not None and holder.running and holder.health is None:
-            self.warned_no_health.add(role)
-            self._emit("warning", "dependency_health_unknown", role=role,
-                       hint=f"roles depend on {role} being healthy, but nothing checks its health (no health, "
-                            f"no healthcheck, and its image has no HEALTHCHECK): it counts as healthy once running")
 
     def _retry_after_cooldown(self, now: Now) -> None:
         for role, record in self.roles.items():
@@ -281,11 +228,10 @@ class Ledger(ActionOutcomes):
             probed = record.probe_healthy if holder is not None and record.probe_run == holder.run else None
             views[role] = RoleView(busy=self.busy(role), failed=record.tracker.failed,
                                    due=record.tracker.due(now.mono), counted_run=record.counted_run,
-                                   last_container_id=record.last_container_id,
+                                   last_container_id=record.last_container_id, last_run=record.last_run,
                                    probe_unhealthy_run=record.probe_unhealthy_run, probe_healthy=probed,
                                    has_probe=spec is not None and spec.container.probe is not None,
-                                   refused_container=record.refused_container,
-                                   started_against=record.started_against)
+                                   refused_container=record.refused_container)
         resolving = frozenset(ref for kind, ref in (k for k in self.in_flight if len(k) == 2) if kind == "image")
         due = frozenset(ref for ref, image in self.images.items()
                         if image.stale and ref not in resolving and image.tracker.due(now.mono))
@@ -396,27 +342,6 @@ class Ledger(ActionOutcomes):
             self._events += transition_events(record, status)
             statuses.append(status)
         return statuses, self._take()
-
-    def settled(self, statuses: list[RoleStatus]) -> bool:
-        """Every role runs or has a stated reason not to: the moment for READY=1.
-
-        A role waiting for a dependency that is still on its way up is not settled; one
-        waiting for a dependency that is itself stuck (failed, blocked, backing off) is.
-        """
-        by_role = {s.role: s for s in statuses}
-
-        def settled(status: RoleStatus, seen: frozenset = frozenset()) -> bool:
-            if status.state in SETTLED:
-                return True
-            if status.state is not State.WAITING or status.role in seen:
-                return False
-            dependency = by_role.get(status.detail.split(" ")[0])
-            if dependency is None:
-                return True
-            stuck = dependency.state in (State.FAILED, State.BLOCKED, State.BACKOFF)
-            return stuck or (dependency.state is State.WAITING and settled(dependency, seen | {status.role}))
-
-        return self.engine_up and all(settled(s) for s in statuses)
 
     def deadlines(self) -> list[float]:
         """Monotonic times at which something becomes due: a resync, a restart, an image retry."""

@@ -63,6 +63,7 @@ class RoleRecord:
     tracker: RestartTracker
     counted_run: Run | None = None  # the run whose end is already counted (or written off)
     last_container_id: str | None = None
+    last_run: Run | None = None
     probe_run: Run | None = None  # the run the current prober watches
     probe_healthy: bool | None = None
     probe_unhealthy_run: Run | None = None
@@ -72,7 +73,6 @@ class RoleRecord:
     state: State | None = None
     gap: str | None = None  # the dependency that does not hold, as the planner said: `db (unhealthy)`
     outage_run: Run | None = None  # the run found unhealthy while a dependency did not hold
-    started_against: tuple[tuple[str, str], ...] = ()  # (dependency role, container ID) when we last started it
 
 
 @dataclass

@@ -151,6 +151,7 @@ class Observed:
     status: str  # the engine's: created, running, exited, dead, paused, restarting, removing
     started_at: float | None = None  # epoch seconds
     finished_at: float | None = None
+    created_at: float | None = None  # a legacy link is bound to what its target was when this was created
     exit_code: int | None = None
     oom_killed: bool = False
     health: str | None = None  # the engine's HEALTHCHECK verdict: starting, healthy, unhealthy

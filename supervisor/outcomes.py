@@ -52,10 +52,16 @@ class ActionOutcomes:
                 self._emit("info", "container_recreating", role=action.role, reason=action.reason)
         return self._take()
 
+    def _forget_if_disabled(self, role: str) -> None:
+        # Kept by `adopt` while its action ran; the planner removes its container.
+        if role in self.roles and self.site.container(role) not in self.site.enabled():
+            del self.roles[role]
+
     def role_action_done(self, action, container: Observed, now: Now) -> list[Event]:
         if isinstance(action, Create) and action.replace is not None:
             self.observed.pop(action.replace.id, None)
         self.see(container)
+        self._forget_if_disabled(action.role)
         record = self.roles.get(action.role)
         if record is None:
             return self._take()  # disabled by a reload while it started: the planner removes it
@@ -63,7 +69,6 @@ class ActionOutcomes:
         self.written_off = {cid: role for cid, role in self.written_off.items() if role != action.role}
         record.tracker.started()
         record.last_container_id = container.id
-        record.started_against = self._dependency_containers(action.role)
         fields = {"container_id": container.id[:12]}
         if record.last_failure:
             self._emit("info", "container_restarted", role=action.role, **fields, **record.last_failure,
@@ -75,18 +80,8 @@ class ActionOutcomes:
             self._emit("info", "container_started", role=action.role, **fields)
         return self._take()
 
-    def _dependency_containers(self, role: str) -> tuple[tuple[str, str], ...]:
-        """The containers its dependencies have now: a legacy link was made to these."""
-        configured = self.site.container(role)
-        found = []
-        for dependency, _ in configured.depends_on if configured else ():
-            target = self.site.container(dependency)
-            holder = next((c for c in self.observed.values() if target and c.name == target.name and c.site), None)
-            if holder is not None:
-                found.append((dependency, holder.id))
-        return tuple(found)
-
     def role_action_failed(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
+        self._forget_if_disabled(action.role)
         record = self.roles.get(action.role)
         if record is None:
             return self._take()

@@ -23,11 +23,11 @@ class RoleView:
     due: bool = True  # its backoff delay (if any) has passed
     counted_run: Run | None = None  # the run whose failure is already recorded
     last_container_id: str | None = None  # the container it last had
+    last_run: Run | None = None  # that container's last run seen
     probe_unhealthy_run: Run | None = None  # the run the daemon's probe gave up on
     probe_healthy: bool | None = None  # the daemon's probe, for the current run
     has_probe: bool = False
     refused_container: str | None = None  # the engine refused to start it: replace, don't retry
-    started_against: tuple[tuple[str, str], ...] = ()  # (dependency role, its container ID) at our last start
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,9 @@ def new_failures(world: World) -> list[Failure]:
         if holder is None:
             gone = Run(view.last_container_id, gone=True)
             still_there = any(o.id == view.last_container_id for o in world.observed)  # renamed by a reload
-            if view.last_container_id and view.counted_run != gone and not still_there:
+            # Its last run's end already counted (an exit, then `docker rm`): one failure, not two.
+            counted_already = view.last_run is not None and view.counted_run == view.last_run
+            if view.last_container_id and view.counted_run != gone and not still_there and not counted_already:
                 failures.append(Failure(role, gone, Cause.REMOVED))
             continue
         if not world.owns(holder) or holder.role != role or holder.run == view.counted_run:
@@ -212,8 +214,11 @@ def _action_for(role: str, spec: ContainerSpec, holder: Observed | None, view: R
             return Restart(role, holder)
         # A restart is not enough: the engine refuses to start a container whose link names
         # a removed one ("Cannot link to a non running container"); a new one links afresh.
-        replaced = _linked_dependency_replaced(spec, view, world)
+        replaced = _linked_dependency_replaced(spec, holder, world)
         return Create(role, spec, replace=holder, reason=f"linked dependency {replaced} was recreated") if replaced else None
+    replaced = _linked_dependency_replaced(spec, holder, world)
+    if replaced is not None:  # stopped while its dependency was recreated: a start would fail
+        return Create(role, spec, replace=holder, reason=f"linked dependency {replaced} was recreated")
     if holder.status in RESTARTABLE_STATES:
         # A container the engine refused to start may never start again (after a dockerd
         # restart: "task … already exists"); a fresh one from the same spec does.
@@ -273,28 +278,32 @@ def _dependency_gap(world: World, role: str, condition: str) -> str | None:
         return "not created"
     if not holder.running:
         return holder.status
+    view = world.role(role)
+    if view.busy:
+        return "restarting"  # being restarted or replaced: what runs now is on its way out
     if condition == "started":
         return None
-    view = world.role(role)
     if view.counted_run == holder.run or holder.health == "unhealthy" or (view.has_probe and view.probe_healthy is False):
         return "unhealthy"
     if not ready(world, role):
-        return "restarting" if view.busy else "starting"
+        return "starting"
     return None
 
 
-def _linked_dependency_replaced(spec: ContainerSpec, view: RoleView, world: World) -> str | None:
-    """A dependency reached through a legacy link, recreated since we started: the link names the old container.
+def _linked_dependency_replaced(spec: ContainerSpec, holder: Observed, world: World) -> str | None:
+    """A dependency reached through a legacy link and created after this container: the link names the old one.
 
-    On a network with DNS, names follow recreated containers, so nothing is restarted.
+    The engine binds a link when the container is created, and refuses to start it once
+    the target is gone ("Cannot link to a non running container"). Level-triggered: it
+    holds after a daemon restart too. On a network with DNS, names follow recreated
+    containers, so nothing is recreated.
     """
     linked = {name for name, _ in spec.container.network.links}
-    started_against = dict(view.started_against)
     for dependency, _ in spec.container.depends_on:
         target = world.desired.get(dependency)
-        holder = world.holder(target.name) if target else None
-        before = started_against.get(dependency)
-        if target and target.name in linked and holder and before and holder.id != before:
+        current = world.holder(target.name) if target else None
+        if (target and target.name in linked and current and world.owns(current) and current.created_at
+                and holder.created_at and current.created_at > holder.created_at):
             return dependency
     return None
 

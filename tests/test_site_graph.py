@@ -177,6 +177,7 @@ def test_a_linked_dependency_recreated_recreates_its_dependent_once_and_dns_touc
         r.see(replace(r.ledger.observed[next(iter(r.ledger.observed))], health="healthy", observed_at=r.t))
         r.complete(only(r.step(), Create), worker_config)
         changed_db = replace(DB, env=(("PGTZ", "UTC"),))
+        r.later(1)
         r.record(r.ledger.reload(graph_site(changed_db, worker_config)))
         recreate = only(r.step(), Create)
         assert recreate.role == "db"
@@ -239,7 +240,7 @@ def test_a_dependent_healthy_again_once_its_dependency_is_back_is_not_restarted(
     assert "container_recovered" in r.names()
 
 
-def test_a_dependent_still_unhealthy_once_its_dependency_is_back_is_restarted_at_once():
+def test_a_dependent_still_unhealthy_once_its_dependency_is_back_is_restarted_at_once_without_a_check():
     r = Replay(graph_site())
     db, worker = r.observed(DB, health="healthy"), r.observed(WORKER, health="healthy")
     r.start_up(db, worker)
@@ -249,3 +250,99 @@ def test_a_dependent_still_unhealthy_once_its_dependency_is_back_is_restarted_at
     r.see(replace(db, observed_at=r.t))
     assert only(r.step(), Restart).role == "worker"
     assert r.ledger.roles["worker"].tracker.total == 0
+
+
+
+def test_a_linked_dependent_stopped_while_its_dependency_was_recreated_is_recreated_not_started():
+    linked = replace(WORKER, network=Network(links=(("indico-db", "indico-db"),)))
+    r = Replay(graph_site(DB, linked))
+    db, worker = r.observed(DB, health="healthy"), r.observed(linked)
+    r.start_up(db, worker)
+    changed_db = replace(DB, env=(("PGTZ", "UTC"),))
+    r.record(r.ledger.reload(graph_site(changed_db, linked)))
+    recreate_db = only(r.step(), Create)
+    r.later(1)
+    r.exited(worker)  # it dies while its database is replaced: the outage's, not its own
+    assert [a for a in r.step() if a.role == "worker"] == []
+    new_db = r.complete(recreate_db, changed_db)
+    r.see(replace(new_db, health="healthy", observed_at=r.t))
+    action = only(r.step(), Create)
+    assert action.role == "worker" and action.reason == "linked dependency db was recreated"
+    r.complete(action, linked)
+    assert r.step() == []
+    assert r.ledger.roles["worker"].tracker.total == 0
+
+
+def test_a_started_dependency_being_replaced_does_not_hold():
+    worker = replace(WORKER, depends_on=(("db", "started"),))
+    r = Replay(graph_site(DB, worker))
+    r.start_up(r.observed(DB, health="healthy"), r.observed(worker))
+    r.record(r.ledger.reload(graph_site(replace(DB, env=(("PGTZ", "UTC"),)), worker)))
+    assert only(r.step(), Create).role == "db"
+    assert unmet_dependencies(r.ledger.world(r.now())) == {"worker": "db (restarting)"}
+
+
+def test_links_are_repaired_after_a_daemon_restart_too():
+    linked = replace(WORKER, network=Network(links=(("indico-db", "indico-db"),)))
+    r = Replay(graph_site(DB, linked))
+    worker = r.observed(linked)
+    r.later(5)
+    newer_db = r.observed(DB, health="healthy")  # recreated by hand, or by the previous daemon, after the worker
+    action = only(r.start_up(newer_db, worker), Create)
+    assert action.role == "worker" and action.replace == worker
+
+
+def test_a_failure_seen_as_the_dependency_comes_back_is_the_outages_and_never_fails_the_role():
+    r = Replay(graph_site(DB, WORKER))
+    db, worker = r.observed(DB, health="healthy"), r.observed(WORKER)
+    r.start_up(db, worker)
+    r.ledger.roles["worker"].tracker.recent.extend([r.t] * POLICY.max_restarts)  # its budget used up by itself
+    r.see(replace(db, status="paused", observed_at=r.t))
+    r.step()
+    r.see(replace(db, observed_at=r.t))  # back, and in the same batch the worker's removal
+    r.gone(worker.id)
+    r.step()
+    assert r.state("worker") is not State.FAILED
+    assert "container_failed" not in r.names()
+
+
+def test_an_exit_then_a_removal_of_the_same_run_counts_once():
+    r = Replay(graph_site(container()))
+    running = r.observed(container())
+    r.start_up(running)
+    r.exited(running)
+    start = only(r.step(), Start)
+    running = r.complete(start, container())
+    r.exited(running)
+    assert r.step() == []  # backing off
+    r.gone(running.id)
+    r.step()
+    assert r.ledger.roles["worker"].tracker.total == 2
+
+
+def test_a_dependent_still_unhealthy_when_its_dependency_is_back_gets_one_verdict_to_recover():
+    checked = replace(WORKER, healthcheck=Healthcheck(("CMD", "indico-health"), interval=2.0, retries=3))
+    r = Replay(graph_site(DB, checked))
+    db, worker = r.observed(DB, health="healthy"), r.observed(checked, health="healthy")
+    r.start_up(db, worker)
+    r.see(replace(db, status="paused", observed_at=r.t))
+    r.see(replace(worker, health="unhealthy", observed_at=r.t))
+    r.step()
+    r.see(replace(db, observed_at=r.t))
+    assert r.step() == []  # 6 s (2 s x 3) to show it recovered
+    r.later(3)
+    r.see(replace(worker, health="healthy", observed_at=r.t))
+    assert r.step() == []
+    r.later(10)
+    assert r.step() == []
+    assert "container_recovered" in r.names() and r.state("worker") is State.RUNNING
+
+
+def test_a_role_disabled_while_it_starts_is_forgotten_when_the_start_ends():
+    r = Replay(graph_site(container("worker"), container("celery")))
+    found = r.start_up()
+    celery_create = next(a for a in found if a.role == "celery")
+    r.record(r.ledger.reload(graph_site(container("worker"), replace(container("celery"), enabled=False))))
+    assert "celery" in r.ledger.roles  # busy: kept until its start ends
+    r.complete(celery_create, container("celery"))
+    assert "celery" not in r.ledger.roles
