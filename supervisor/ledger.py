@@ -82,9 +82,15 @@ class Ledger(ActionOutcomes, DependencyWaits):
     # What the engine shows.
 
     def see(self, container: Observed) -> list[Event]:
+        self._see(container)
+        return self._take()
+
+    # Public methods hand back (and clear) the pending events; the ledger's own steps call
+    # the underscored forms, so no event is taken and dropped on the way.
+    def _see(self, container: Observed) -> None:
         known = self.observed.get(container.id)
         if known is not None and known.observed_at > container.observed_at:
-            return self._take()
+            return
         self.observed[container.id] = container
         if known is not None and known.health != container.health and container.health:
             self._emit("info", "container_health", container=container.name, role=container.role,
@@ -93,7 +99,6 @@ class Ledger(ActionOutcomes, DependencyWaits):
         configured = self.site.container(container.role) if container.role else None
         if record is not None and container.site and configured and container.name == configured.name:
             record.last_container_id, record.last_run = container.id, container.run
-        return self._take()
 
     def container_died(self, container_id: str, exit_code: int | None, oom_killed: bool, observed_at: float,
                        now: Now) -> list[Event]:
@@ -115,18 +120,21 @@ class Ledger(ActionOutcomes, DependencyWaits):
             if container_id not in fresh and known.observed_at < started_at:
                 del self.observed[container_id]
         for container in containers:
-            self.see(container)
+            self._see(container)
         if not self.engine_up:
             self._emit("info", "engine_synced", containers=len(containers))
         self.engine_up = True
         return self._take()
 
     def engine_lost(self, error: str) -> list[Event]:
+        self._engine_lost(error)
+        return self._take()
+
+    def _engine_lost(self, error: str) -> None:
         if self.engine_up:
             self._emit("error", "engine_lost", reason=error,
                        hint="reconnecting with backoff; containers are left as they are")
         self.engine_up = False
-        return self._take()
 
     def engine_back(self) -> list[Event]:
         self._emit("info", "engine_connected")
@@ -268,7 +276,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
         Retrying against an engine that is gone would only spin; the watcher's
         reconnect, or the next resync, resumes it.
         """
-        self.engine_lost(error)
+        self._engine_lost(error)
         self.next_resync_at = min(self.next_resync_at, now.mono + UNREACHABLE_RESYNC_AFTER)
         return self._take()
 

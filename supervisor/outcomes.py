@@ -60,7 +60,7 @@ class ActionOutcomes:
     def role_action_done(self, action, container: Observed, now: Now) -> list[Event]:
         if isinstance(action, Create) and action.replace is not None:
             self.observed.pop(action.replace.id, None)
-        self.see(container)
+        self._see(container)
         self._forget_if_disabled(action.role)
         record = self.roles.get(action.role)
         if record is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.daemon import kill_main_process, site_containers
+from harness.daemon import kill_main_process, site_containers, wait_until
 
 
 def event_stream(request: bytes) -> bool:
@@ -35,6 +35,7 @@ def test_a_quiet_event_stream_is_found_by_a_resync_and_reopened_and_the_missed_e
     assert reopened["priority"] == 4
     daemon.wait_event("container_restarted", role="worker", timeout=30)
     assert site_containers(docker_client, site_name)[name].attrs["State"]["StartedAt"] != before
-    assert engine_proxy.matching(event_stream) >= 2  # a fresh stream was opened
+    # A fresh stream was opened (the resync may restart the worker before the watcher reconnects).
+    wait_until(lambda: engine_proxy.matching(event_stream) >= 2, 15, 0.1, "a fresh event stream")
     assert not daemon.events("engine_lost")  # a reopen is no outage
     assert len(daemon.events("events_reopened")) == 1

@@ -237,6 +237,16 @@ def start_exec_through(config: Path, proxy, stderr_path: Path, *command: str) ->
                                 cwd=ROOT, env={**os.environ, "DOCKER_HOST": proxy.docker_host})
 
 
+def ended_within(process: subprocess.Popen, seconds: float, failure: str, errors) -> None:
+    """The exec process ended by itself in time; else it is killed and the test fails with what it said."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"{failure}:\n{errors.read_text()}") from None
+
+
 def test_a_second_ctrl_c_ends_exec_at_once_with_130_when_the_engine_hangs_in_cleanup(
         site_file, jobs, hanging_engine, tmp_path):
     errors = tmp_path / "exec.err"
@@ -247,12 +257,7 @@ def test_a_second_ctrl_c_ends_exec_at_once_with_130_when_the_engine_hangs_in_cle
     wait_until(lambda: "SIGINT: stopping" in errors.read_text(), what="the first signal's stop to begin")
 
     process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise AssertionError(f"exec still waits for the hung engine after a second SIGINT:\n{errors.read_text()}")
+    ended_within(process, 20, "exec still waits for the hung engine after a second SIGINT", errors)
     assert process.returncode == 130
     said = errors.read_text()
     assert "Traceback" not in said
@@ -265,12 +270,7 @@ def test_cleanup_calls_give_up_on_a_hung_engine_and_say_what_is_left(site_file, 
     job = running_job(jobs)
     hanging_engine.freeze()
     process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise AssertionError(f"exec's cleanup waits for ever on a hung engine:\n{errors.read_text()}")
+    ended_within(process, 90, "exec's cleanup waits for ever on a hung engine", errors)
     assert process.returncode == 130
     said = errors.read_text()
     assert "Traceback" not in said

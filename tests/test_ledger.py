@@ -347,3 +347,21 @@ def test_an_orphan_of_a_removed_role_is_removed_and_counted_nowhere():
 @pytest.mark.parametrize("before", [s for s in TRANSITIONS if s is not None])
 def test_no_state_is_left_for_itself(before):
     assert before not in TRANSITIONS[before]
+
+
+def test_an_action_that_finds_the_engine_gone_logs_engine_lost_once():
+    r = Replay(site())
+    create = only(r.start_up(), Create)
+    r.fail(create, "Connection aborted: No such file or directory", unreachable=True)
+    r.record(r.ledger.engine_lost("the engine closed the event stream"))  # the watcher's word comes later
+    assert r.names().count("engine_lost") == 1
+
+
+def test_a_resync_reports_a_health_change_it_finds():
+    r = Replay(site())
+    running = r.observed(container(), health="starting")
+    r.start_up(running)
+    r.later(60)
+    resync = only(r.tick(), Resync)
+    r.done(resync, Resynced((replace(running, health="healthy", observed_at=r.t),), r.t))
+    assert [e.fields["health"] for e in r.events if e.name == "container_health"] == ["healthy"]
