@@ -13,6 +13,7 @@ import re
 import yaml
 
 from .model import Container, RestartPolicy, Site
+from .monitoring import read_monitoring
 from .problems import ConfigError, Problem
 from .schema import Reader, key_path
 from .sections import NAME_PATTERN, SectionReader
@@ -27,7 +28,7 @@ ROLE_DEFAULTS = {
 }
 
 SITE_KEYS = ["site", "image", "pull", "user", "volumes", "network", "env", "restart",
-             "stop", "containers", "log_driver", "log_options"]
+             "stop", "containers", "log_driver", "log_options", "metrics", "alerts"]
 CONTAINER_KEYS = ["image", "pull", "command", "user", "allow_root", "volumes", "network",
                   "env", "ports", "restart", "stop_timeout", "stop_signal", "health",
                   "healthcheck", "enabled", "name", "log_driver", "log_options"]
@@ -130,9 +131,10 @@ class SiteReader:
         }
         on_exit = self.r.choice(stop.get("on_exit", "stop"), "stop.on_exit", ["stop", "leave"])
         containers = self._containers(top.get("containers"), defaults, "user" in top)
+        monitoring = read_monitoring(self.r, top)
         if name is None or on_exit is None or containers is None:
             return None
-        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit)
+        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit, monitoring=monitoring)
 
     def _containers(self, node: object, defaults: dict, has_user: bool) -> tuple[Container, ...] | None:
         if node is None or node == {}:

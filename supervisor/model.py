@@ -94,6 +94,7 @@ class Site:
     name: str  # in every label: the containers of this host's site
     containers: tuple[Container, ...]
     stop_on_exit: str = "stop"
+    monitoring: object = None  # monitoring.Monitoring: the `metrics` and `alerts` sections
 
     def enabled(self) -> tuple[Container, ...]:
         return tuple(c for c in self.containers if c.enabled)
