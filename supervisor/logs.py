@@ -136,6 +136,11 @@ def add_secrets(values: Iterable[str]) -> None:
     _redactor.add_secrets(values)
 
 
+def scrub(text: str) -> str:
+    """Text masked as a log line is, for what leaves the daemon by other ways (alerts)."""
+    return _redactor.scrub(text)
+
+
 def get_logger(**bound: Any) -> Any:
     # The lazy proxy resolves configuration at use time, so module-level loggers
     # created before configure() still follow it.
