@@ -8,6 +8,8 @@ Reads the state file only: a check runs every minute and must not need the engin
 """
 from __future__ import annotations
 
+import glob
+import os
 import time
 
 OK, WARNING, CRITICAL = 0, 1, 2
@@ -41,3 +43,39 @@ def check(state: dict | None, alive: bool, now: float | None = None) -> tuple[in
 
 def render(code: int, text: str, site: str) -> str:
     return f"{LABELS[code]}: indico-supervisor {site}: {text}"
+
+
+def run_check(config_path: str) -> tuple[int, str]:
+    """The check for the site file at `config_path`, rendered; a broken file still gives one line.
+
+    A broken file is when the check matters most (a refused reload): the site's name is
+    then taken from the state file of the daemon that runs this file.
+    """
+    from .config import load_site
+    from .problems import ConfigError
+    from .status import daemon_alive, read_state, runtime_dir, state_path
+
+    try:
+        site_name = load_site(config_path, check_paths=False).name
+        broken = None
+    except ConfigError as error:
+        broken = f"site file {config_path}: {len(error.problems)} problem(s) (check-config)"
+        site_name = _site_running(config_path, runtime_dir())
+        if site_name is None:
+            return CRITICAL, render(CRITICAL, broken, "?")
+    state = read_state(state_path(site_name))
+    code, text = check(state, daemon_alive(state))
+    if broken:
+        code, text = CRITICAL, f"{text}; {broken}"
+    return code, render(code, text, site_name)
+
+
+def _site_running(config_path: str, directory: str) -> str | None:
+    from .status import read_state
+
+    wanted = os.path.realpath(config_path)
+    for path in sorted(glob.glob(os.path.join(directory, "*.state.json"))):
+        state = read_state(path) or {}
+        if state.get("config") and os.path.realpath(state["config"]) == wanted and state.get("site"):
+            return str(state["site"])
+    return None

@@ -145,14 +145,14 @@ def _status(args: argparse.Namespace) -> int:
     from .engine import Engine, is_unreachable, reason
     from .status import daemon_alive, read_state, render_table, state_path
 
+    if args.check:
+        from .check import run_check
+        code, line = run_check(args.config)
+        print(line)
+        return code
     site = load_site(args.config, check_paths=False)  # a missing bound directory is a thing to show, not a refusal
     state = read_state(state_path(site.name))
     alive = daemon_alive(state)
-    if args.check:
-        from .check import check, render
-        code, text = check(state, alive)
-        print(render(code, text, site.name))
-        return code
     try:
         seen = {c.name: c for c in Engine(site.name, timeout=10).list([c.name for c in site.enabled()])}
         engine_note = "reachable"
