@@ -9,11 +9,15 @@ Must not: block the loop or decide anything.
 """
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.process_collector import ProcessCollector
 
 from .monitoring import MetricsSettings, Published
@@ -63,7 +67,7 @@ class Metrics:
         ProcessCollector(namespace=PREFIX, registry=self.registry)  # the daemon's own CPU and memory
         self.server = None
         try:
-            self.server, _ = start_http_server(settings.port, addr=settings.host, registry=self.registry)
+            self.server = serve(settings.host, settings.port, self.registry)
             log.info("metrics_serving", listen=settings.listen, public=settings.public)
         except OSError as error:
             # Supervision matters more than its numbers: the daemon keeps running without them.
@@ -111,7 +115,8 @@ class Metrics:
 
     def close(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
+            # Not shutdown(): the server thread waits without a timeout and would never see
+            # the request. The thread is a daemon thread, and the process ends or execs next.
             self.server.server_close()
             self.server = None
 
@@ -133,6 +138,25 @@ class Metrics:
             reloads=tuple(sorted(c.reloads.items())), engine_up=bool(p and p.engine_up),
             reconnects=max(0, c.connects - 1), pulled_bytes=c.pulled_bytes, pull_failures=c.pull_failures,
             reload_refused=bool(p and p.reload_refused))
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:
+        pass  # a scrape every 15 s is not an event; the daemon's log stays its own
+
+
+def serve(host: str, port: int, registry: CollectorRegistry) -> ThreadingWSGIServer:
+    """prometheus_client's server, but its thread waits for a request without a timeout.
+
+    start_http_server's serve_forever wakes every 0.5 s to look for a shutdown request:
+    an idle daemon would then wake twice a second for nothing.
+    """
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    server = make_server(host, port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": None}, name="metrics",
+                     daemon=True).start()
+    return server
 
 
 class _Collector:
