@@ -230,7 +230,7 @@ def test_the_journal_filters_events_by_role_and_metrics_and_check_work_inside_th
     scrape = ("/opt/indico-supervisor/bin/python -c 'import urllib.request; print(urllib.request.urlopen("
               "\"http://127.0.0.1:9150/metrics\", timeout=10).read().decode())'")
     metrics = installed.sh(scrape)[1]
-    assert 'indico_supervisor_container_restarts_total{role="worker",cause="exited"} 1.0' in metrics, metrics
+    assert 'indico_supervisor_container_restarts_total{cause="exited",role="worker"} 1.0' in metrics, metrics
     wait_until(lambda: installed.sh("indico-supervisor status --check", check=False)[0] == 0, 30,
                what="status --check OK")
 
