@@ -225,6 +225,9 @@ class Daemon:
             "removed": sorted(set(before) - set(after)),
             "changed": sorted(r for r in after if r in before and after[r] != before[r]),
             "unchanged": len([r for r in after if before.get(r) == after[r]])})])
+        if site.monitoring != self.site.monitoring:
+            self.log.warning("monitoring_not_reloaded", hint="metrics and alerts settings are read at start; "
+                                                            "they apply at the next daemon restart")
         self.site = site
         self._learn_secrets(site)
         self._log(self.ledger.reload(site))
