@@ -93,6 +93,7 @@ def test_a_refused_and_an_applied_reload_are_counted(run_daemon, site_name):
     text = wait_until(lambda: (t := scrape(port)) and sample(t, "indico_supervisor_reload_refused") == 0 and t,
                       what="the refusal cleared in the metrics")
     assert sample(text, "indico_supervisor_reloads_total", result="applied") == 1
+    assert not daemon.events("monitoring_not_reloaded")  # the same section: nothing to say
 
 
 def check_config(tmp_path: Path, metrics: dict) -> subprocess.CompletedProcess:
@@ -127,3 +128,14 @@ def test_a_loopback_listen_passes_check_config_without_a_warning(tmp_path, liste
 def test_a_listen_without_host_and_port_is_a_config_problem(tmp_path, listen):
     done = check_config(tmp_path, {"listen": listen})
     assert done.returncode == 2 and "metrics.listen" in done.stderr
+
+
+def test_a_reload_that_changes_the_metrics_section_keeps_the_endpoint_and_says_so(run_daemon, site_name):
+    port = free_port()
+    daemon = metrics_daemon(run_daemon, port)
+    daemon.wait_ready()
+    daemon.write({**daemon.config, "metrics": {"listen": f"127.0.0.1:{free_port()}"}})
+    daemon.signal(1)
+    daemon.wait_event("config_reloaded")
+    daemon.wait_event("monitoring_not_reloaded")
+    assert sample(scrape(port), "indico_supervisor_reloads_total", result="applied") == 1
