@@ -134,7 +134,7 @@ class Daemon:
         deadlines = [now + MAX_SLEEP, *self.ledger.deadlines()]
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
-        deadlines += [d for d in (getattr(o, "deadline", lambda: None)() for o in self.observers) if d is not None]
+        deadlines += [d for d in (o.deadline() for o in self.observers) if d is not None]
         return max(0.0, min(d for d in deadlines if d > self.last_tick_at) - now)
 
     def _start(self, action, now: Now) -> None:

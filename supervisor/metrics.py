@@ -113,6 +113,9 @@ class Metrics:
         self.last_published = published
         self._snap()
 
+    def deadline(self) -> None:
+        return None  # counts change with events only; nothing of its own to wake the loop for
+
     def close(self) -> None:
         if self.server is not None:
             # Not shutdown(): the server thread waits without a timeout and would never see

@@ -4,7 +4,8 @@ Owns: reading and checking those two sections (problems with key paths, like eve
 other section), the warnings `check-config` prints about them, and `Published`: what
 the loop shows its observers once a turn. Observers (`metrics.Metrics`, `alerts.Alerts`)
 are fed on the loop's thread only: `event(event, mono)` for each event it logs and
-`published(Published)` once a turn, and `close()` at the end.
+`published(Published)` once a turn, `deadline()` (a monotonic time the loop must wake
+by, or None) and `close()` at the end.
 Must not: start anything; `observers_for` builds them, the daemon starts them.
 """
 from __future__ import annotations
