@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .inbox import PullProgress, PullStarted, Resynced
+from .inbox import PullProgress, PullStarted, Resynced, SiteResourceCreated
 from .ledger import Event, Ledger, Now
 from .plan import Create, Remove, ResolveImage, Restart, Resync, Start, Stop
 
@@ -23,6 +23,7 @@ class Context:
     monotonic: Callable[[], float]
     wanted_names: Callable[[], list[str]]
     stop_timeout: Callable[[str | None], float]
+    pull_timeout: Callable[[], float] = lambda: 120.0  # the site's, read at each pull: a reload may change it
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ def _resync(engine, action: Resync, context: Context) -> Resynced:
 def _resolve_image(engine, action: ResolveImage, context: Context) -> tuple[str, str | None]:
     return engine.resolve_image(action.image, action.pull,
                                 lambda progress: context.post(PullProgress(action.image, progress)),
-                                on_pull=lambda: context.post(PullStarted(action.image)))
+                                on_pull=lambda: context.post(PullStarted(action.image)),
+                                pull_timeout=context.pull_timeout())
 
 
 def _nothing(ledger: Ledger, action, now: Now) -> list[Event]:
@@ -56,7 +58,8 @@ ACTIONS: dict[type, ActionKind] = {
         run=_resolve_image,
         begun=_nothing, done=Ledger.image_resolved, failed=Ledger.image_unavailable),
     Create: ActionKind(
-        run=lambda engine, a, context: engine.create_and_start(a.spec, a.replace, a.spec.container.stop_timeout),
+        run=lambda engine, a, context: engine.create_and_start(
+            a.spec, a.replace, a.spec.container.stop_timeout, lambda what: context.post(SiteResourceCreated(what))),
         begun=Ledger.role_action_begun, done=Ledger.role_action_done, failed=Ledger.role_action_failed),
     Start: ActionKind(
         run=lambda engine, a, context: engine.start(a.container.id),

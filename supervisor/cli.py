@@ -9,7 +9,8 @@ import os
 import sys
 import time
 
-from .config import DEFAULT_PATH, load_site
+from . import config, logs
+from .config import DEFAULT_PATH
 from .problems import ConfigError
 
 EXIT_USAGE = 2
@@ -18,6 +19,9 @@ EXIT_USAGE = 2
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    streams = sys.stdout, sys.stderr
+    if args.command != "run":  # the daemon's log scrubs itself, field by field
+        sys.stdout, sys.stderr = logs.ScrubbingStream(sys.stdout), logs.ScrubbingStream(sys.stderr)
     try:
         return args.handler(args)
     except ConfigError as error:
@@ -28,6 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def load_site(path: str, check_paths: bool = True):
+    """The site, its secrets learnt: whatever a command prints next (the file's settings, engine
+    errors, a status detail from the state file) goes through the one redactor that knows them."""
+    site = config.load_site(path, check_paths)
+    logs.learn_site(site)
+    return site
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,8 +124,10 @@ def _exec_fresh_daemon(log) -> None:
 
     Our descriptors, the site lock's among them, are close-on-exec, so the new daemon
     takes the lock afresh; the containers were left running and it adopts them.
+    Isolated mode (-I): `-m` would otherwise put the working directory first on
+    sys.path, and a `supervisor/` there (a checkout, anything) would run as root.
     """
-    argv = [sys.executable, "-m", "supervisor", *sys.argv[1:]]
+    argv = [sys.executable, "-I", "-m", "supervisor", *sys.argv[1:]]
     log.info("daemon_reexec", argv=" ".join(argv))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -160,7 +176,7 @@ def _status(args: argparse.Namespace) -> int:
         if not is_unreachable(error):
             raise
         seen, engine_note = {}, f"unreachable ({reason(error)})"
-    daemon_rows = {row["role"]: row for row in (state or {}).get("containers", [])} if alive else {}
+    daemon_rows = {row["role"]: row for row in state["containers"]} if alive else {}
     rows = []
     for container in site.enabled():
         row = dict(daemon_rows.get(container.role) or {"role": container.role, "name": container.name,
@@ -172,11 +188,7 @@ def _status(args: argparse.Namespace) -> int:
             row["health"] = on_engine.health if on_engine else None
             row["started_at"] = on_engine.started_at if on_engine else None
         rows.append(row)
-    if alive:
-        daemon_note = f"running (pid {state['pid']}, updated {time.time() - state['updated_at']:.0f}s ago)"
-    else:
-        daemon_note = "not running: states below are the engine's own" + (
-            f" (last daemon state from {time.ctime(state['updated_at'])})" if state else "")
+    daemon_note = _daemon_note(state, alive)
     if args.json:
         print(json.dumps({"site": site.name, "daemon": "running" if alive else "not running",
                           "engine": engine_note, "containers": rows}, indent=1, default=str))
@@ -184,6 +196,17 @@ def _status(args: argparse.Namespace) -> int:
         print(f"site {site.name}; daemon {daemon_note}; engine {engine_note}")
         print(render_table(rows, time.time()))
     return 0
+
+
+def _daemon_note(state: dict | None, alive: bool) -> str:
+    # Any key may be missing: a file from an older daemon, or one cut short by a full disk.
+    updated = (state or {}).get("updated_at")
+    if not isinstance(updated, (int, float)):
+        updated = None
+    if alive:
+        return f"running (pid {state['pid']}" + (f", updated {time.time() - updated:.0f}s ago)" if updated else ")")
+    return "not running: states below are the engine's own" + (
+        f" (last daemon state from {time.ctime(updated)})" if updated else "")
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -195,6 +218,7 @@ def _exec(args: argparse.Namespace) -> int:
               "`indico-supervisor exec -- indico db prepare`", file=sys.stderr)
         return EXIT_USAGE
     site = load_site(args.config)
+    logs.add_secrets(logs.secrets_of_command(command))  # the job's own `PGPASSWORD=…`, echoed in our notes
     with _engine_errors_end_here("exec"):
         from .engine import connect_patient
         try:

@@ -12,7 +12,9 @@ import re
 
 import yaml
 
-from .model import Container, RestartPolicy, Site
+from . import hostaccess, yamlload
+from .capabilities import read_cap_add
+from .model import Bind, Container, Network, RestartPolicy, Site
 from .monitoring import read_monitoring
 from .problems import ConfigError, Problem
 from .schema import Reader, key_path
@@ -28,10 +30,11 @@ ROLE_DEFAULTS = {
 }
 
 SITE_KEYS = ["site", "image", "pull", "user", "volumes", "network", "env", "restart",
-             "stop", "containers", "log_driver", "log_options", "metrics", "alerts"]
+             "stop", "containers", "log_driver", "log_options", "pull_timeout",
+             "metrics", "alerts"]
 CONTAINER_KEYS = ["image", "pull", "command", "user", "allow_root", "volumes", "network",
                   "env", "ports", "restart", "stop_timeout", "stop_signal", "health",
-                  "healthcheck", "enabled", "name", "log_driver", "log_options"]
+                  "healthcheck", "enabled", "name", "log_driver", "log_options", "depends_on", "cap_add", "allow_host_access"]
 # Keys that belong one level up or down; named so the hint points at the right one.
 RENAMED = {"stop": "stop_timeout", "timeout": "stop_timeout", "signal": "stop_signal",
            "links": "network", "volume": "volumes", "environment": "env", "port": "ports",
@@ -48,17 +51,20 @@ def load_site(path: str, check_paths: bool = True) -> Site:
     while a bound directory is missing, since that is when an admin needs it.
     """
     try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
+        text = yamlload.read_text(path)
     except FileNotFoundError:
         raise ConfigError(path, [Problem("", "file not found; copy examples/site.yaml there, "
                                              "or give another file with --config PATH")]) from None
+    except yamlload.ReadRefused as refused:
+        raise ConfigError(path, [Problem("", str(refused))]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(path, [Problem("", f"cannot read the file: {error}")]) from None
     try:
-        tree = yaml.load(text, Loader=_StrictLoader)
+        tree = yamlload.load(text)
     except RecursionError:
         raise ConfigError(path, [Problem("", "not valid YAML: nested too deeply")]) from None
+    except yamlload.ExpansionRefused as refused:
+        raise ConfigError(path, [Problem("", refused.problem)]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -70,28 +76,6 @@ def load_site(path: str, check_paths: bool = True) -> Site:
         reason = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(path, [Problem("", f"not valid YAML: {where}{reason}")]) from None
     return parse_site(tree, path, check_paths)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping.
-
-    PyYAML keeps the last silently, so an admin who adds `image:` at the end of a
-    block without seeing the one at its top would run something else than they read.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[object, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.setdefault(key, key_node.start_mark)
-            except TypeError:  # an unhashable key: SafeLoader's own error says what is wrong
-                break
-            if first is not key_node.start_mark:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} is given twice in one mapping (first on line {first.line + 1}); "
-                                "keep one", key_node.start_mark)
-        return super().construct_mapping(node, deep)
 
 
 def parse_site(tree: object, path: str, check_paths: bool = True) -> Site:
@@ -130,11 +114,13 @@ class SiteReader:
             "log_options": self.sections.log_options(top.get("log_options"), "log_options"),
         }
         on_exit = self.r.choice(stop.get("on_exit", "stop"), "stop.on_exit", ["stop", "leave"])
+        pull_timeout = self.r.duration(top.get("pull_timeout", 120), "pull_timeout", positive=True)
         containers = self._containers(top.get("containers"), defaults, "user" in top)
         monitoring = read_monitoring(self.r, top)
-        if name is None or on_exit is None or containers is None:
+        if name is None or on_exit is None or containers is None or pull_timeout is None:
             return None
-        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit, monitoring=monitoring)
+        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit, pull_timeout=pull_timeout,
+                    monitoring=monitoring)
 
     def _containers(self, node: object, defaults: dict, has_user: bool) -> tuple[Container, ...] | None:
         if node is None or node == {}:
@@ -155,6 +141,7 @@ class SiteReader:
             if container is not None:
                 built.append(container)
         self._check_unique_names(built)
+        self._check_dependencies(built)
         return tuple(built)
 
     def _container(self, role: str, node: object, defaults: dict) -> Container | None:
@@ -177,7 +164,10 @@ class SiteReader:
         user = self.sections.user(body["user"], at("user")) if "user" in body else defaults["user"]
         allow_root = self.r.boolean(body.get("allow_root", False), at("allow_root"))
         enabled = self.r.boolean(body.get("enabled", True), at("enabled"))
-        volumes = defaults["volumes"]
+        # Indico's data and scratch binds (and the site's extra ones) are for the roles that run
+        # Indico: worker, celery, and any role on the site's image. PostgreSQL gets only its own.
+        runs_indico = role in ROLE_DEFAULTS or image == defaults["image"]
+        volumes = defaults["volumes"] if runs_indico else ()
         if "volumes" in body:
             volumes = self.sections.volumes(body["volumes"], at("volumes"), volumes or {}, top_level=False)
         network = self.sections.network(body["network"], at("network")) if "network" in body else defaults["network"]
@@ -194,6 +184,11 @@ class SiteReader:
         ports = self.sections.ports(body.get("ports", []), at("ports"))
         log_driver = self.sections.log_driver(body["log_driver"], at("log_driver")) if "log_driver" in body else defaults["log_driver"]
         log_options = self.sections.log_options(body["log_options"], at("log_options")) if "log_options" in body else defaults["log_options"]
+        depends_on = self.sections.depends_on(body["depends_on"], at("depends_on")) if "depends_on" in body else ()
+        cap_add = read_cap_add(self.r, body["cap_add"], at("cap_add")) if "cap_add" in body else ()
+        allow_host_access = self.r.boolean(body.get("allow_host_access", False), at("allow_host_access"))
+        if allow_host_access is False and volumes is not None and network is not None:
+            self._refuse_host_access(path, body, volumes, network)
         if user is not None and 0 in user:
             where = at("user") if "user" in body else "user"
             # GID 0 is root's group: files it writes into the bound host directories are root's
@@ -207,7 +202,7 @@ class SiteReader:
                                       f"or set {at('allow_root')}: true if this container really needs root",
                                f"{user[0]}:{user[1]}")
         required = (name, image, pull, user, allow_root, enabled, volumes, network, restart,
-                    stop_timeout, ports, command, log_options)
+                    stop_timeout, ports, command, log_options, depends_on, cap_add, allow_host_access)
         optional = {"stop_signal": stop_signal, "health": probe, "healthcheck": healthcheck, "log_driver": log_driver}
         if any(v is None for v in required) or any(body.get(k) is not None and v is None for k, v in optional.items()):
             return None
@@ -216,7 +211,23 @@ class SiteReader:
             binds=volumes, network=network, env=tuple(sorted(env.items())), ports=ports,
             restart=restart, stop_timeout=stop_timeout, stop_signal=stop_signal, probe=probe,
             healthcheck=healthcheck, enabled=enabled, allow_root=allow_root,
-            log_driver=log_driver, log_options=log_options)
+            log_driver=log_driver, log_options=log_options, depends_on=depends_on, cap_add=cap_add,
+            allow_host_access=allow_host_access)
+
+    def _refuse_host_access(self, path: str, body: dict, volumes: tuple[Bind, ...], network: Network) -> None:
+        opt_in = f"or set {key_path(path, 'allow_host_access')}: true if this container really needs it"
+        for bind in volumes:
+            finding = hostaccess.bind_finding(bind)
+            if finding:
+                # Where the bind was written: the container's own volumes, or the site's it inherits.
+                where = self.sections.bind_paths.get(bind, key_path(path, "volumes"))
+                self.r.problem(where, f"binds {finding.what}: {finding.why}; this gives the container the host, "
+                                      f"not just Indico's files; bind a directory of its own instead, {opt_in}",
+                               f"{bind.host}:{bind.target}{':ro' if bind.read_only else ''}")
+        finding = hostaccess.network_finding(network)
+        if finding:
+            where = key_path(path, "network.name") if "network" in body else "network.name"
+            self.r.problem(where, f"{finding.why}; use links or a user-defined network, {opt_in}", network.name)
 
     def _check_unique_names(self, containers: list[Container]) -> None:
         seen: dict[str, str] = {}
@@ -227,3 +238,44 @@ class SiteReader:
                                f"give each container its own name", container.name)
             else:
                 seen[container.name] = container.role
+
+    def _check_dependencies(self, containers: list[Container]) -> None:
+        by_role = {c.role: c for c in containers}
+        for container in containers:
+            for dep, _ in container.depends_on:
+                at = key_path(key_path(key_path("containers", container.role), "depends_on"), dep)
+                if dep == container.role:
+                    self.r.problem(at, "a container cannot depend on itself")
+                elif dep not in by_role:
+                    self.r.problem(at, f"no such role; the roles are {', '.join(sorted(by_role))}")
+                elif container.enabled and not by_role[dep].enabled:
+                    self.r.problem(at, f"containers.{dep} is disabled (enabled: false); enable it, "
+                                       f"or drop the dependency")
+        cycle = _find_cycle({c.role: [d for d, _ in c.depends_on if d in by_role and d != c.role] for c in containers})
+        if cycle:
+            at = key_path(key_path(key_path("containers", cycle[0]), "depends_on"), cycle[1])
+            self.r.problem(at, f"a dependency cycle: {' -> '.join(cycle)}; nothing in it could ever start first")
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """One cycle as a path that ends where it starts (worker -> db -> worker), or None."""
+    done: set[str] = set()
+
+    def visit(role: str, path: list[str]) -> list[str] | None:
+        if role in path:
+            return path[path.index(role):] + [role]
+        if role in done:
+            return None
+        for dep in graph.get(role, []):
+            found = visit(dep, path + [role])
+            if found:
+                return found
+        done.add(role)
+        return None
+
+    for role in graph:
+        found = visit(role, [])
+        if found:
+            return found
+    return None
+

@@ -22,16 +22,16 @@ from . import logs
 from .config import load_site
 from .health import Prober, ProbeVerdict
 from .inbox import (ActionDone, ActionFailed, ContainerDied, ContainerGone, ContainerSeen, EngineBack, EngineLost,
-                    Inbox, PullProgress, PullStarted, SignalReceived)
+                    Inbox, PullProgress, PullStarted, SignalReceived, SiteResourceCreated)
 from .ledger import Event, Ledger, Now
 from .model import Site
 from .monitoring import Published, observers_for
 from .notify import Notifier
-from .plan import Stop
+from .plan import Resync, Stop
 from .problems import ConfigError
 from .spec import spec_hash
 from .status import state_path, state_payload, status_line, write_state
-from .watcher import watch_engine
+from .watcher import MissedEvents, Reopener, watch_engine
 
 MAX_PARALLEL = 8  # engine calls at once: 50 containers start in batches, not one by one
 MAX_SLEEP = 10.0
@@ -52,7 +52,7 @@ class Daemon:
         self.site = site
         self.engine = engine or engine_edge.Engine(site.name)
         self.clock = clock or Clock()
-        self.notifier = notifier or Notifier()
+        self.notifier = notifier or Notifier(on_dropped=self._notify_dropped)
         # The event stream gets a client of its own, made afresh at each reconnect.
         self.connect_watcher = connect_watcher or (lambda: engine_edge.Engine(self.site.name, timeout=30))
         self.log = logs.get_logger()
@@ -62,7 +62,8 @@ class Daemon:
         self.executor = ThreadPoolExecutor(max_workers=MAX_PARALLEL, thread_name_prefix="action")
         self.context = actions.Context(post=self.inbox.put, monotonic=self.clock.monotonic,
                                        wanted_names=lambda: self.ledger.wanted_names(),
-                                       stop_timeout=lambda role: self.ledger.stop_timeout(role))
+                                       stop_timeout=lambda role: self.ledger.stop_timeout(role),
+                                       pull_timeout=lambda: self.site.pull_timeout)
         self.probers: dict[str, Prober] = {}
         self.ready_sent = False
         self.started = self.clock.monotonic()
@@ -74,21 +75,26 @@ class Daemon:
         self.written_at = 0.0
         self.watcher_stop = threading.Event()
         self.reload_refused = False  # until a reload applies: `status --check` is critical meanwhile
+        self.reopener = Reopener()
+        self.missed = MissedEvents()
         self._learn_secrets(site)
         self.observers = observers_for(site, self.log)  # metrics, alerts: fed from this thread only
         # Every message the inbox carries, and what it changes. Each returns the events to log.
         self.handlers: dict[type, Callable[[object], list[Event] | None]] = {
             SignalReceived: self.on_signal,
-            ContainerSeen: lambda m: self.ledger.see(m.container),
-            ContainerDied: lambda m: self.ledger.container_died(m.container_id, m.exit_code, m.oom_killed,
-                                                                m.observed_at, self.now()),
-            ContainerGone: lambda m: self.ledger.container_gone(m.container_id, m.observed_at),
-            EngineLost: lambda m: self.ledger.engine_lost(m.error),
-            EngineBack: lambda m: self.ledger.engine_back(),
+            ContainerSeen: lambda m: self._heard(m.container.id, self.ledger.see(m.container)),
+            ContainerDied: lambda m: self._heard(m.container_id, self.ledger.container_died(
+                m.container_id, m.exit_code, m.oom_killed, m.observed_at, self.now())),
+            ContainerGone: lambda m: self._heard(m.container_id, self.ledger.container_gone(m.container_id,
+                                                                                           m.observed_at)),
+            EngineLost: self.on_engine_lost,
+            EngineBack: self.on_engine_back,
             ProbeVerdict: lambda m: self.ledger.probe_verdict(m.role, m.run, m.healthy, m.detail),
             PullStarted: self.on_pull_started,
             PullProgress: self.on_pull_progress,
-            ActionDone: lambda m: actions.finish(self.ledger, m.action, m.result, self.now()),
+            SiteResourceCreated: lambda m: self.log.info("site_resource_created", created=m.what,
+                                                         hint="labelled with the site; never removed by us"),
+            ActionDone: self.on_action_done,
             ActionFailed: lambda m: actions.fail(self.ledger, m.action, m.error, m.unreachable, self.now()),
         }
 
@@ -101,7 +107,8 @@ class Daemon:
         self.inbox.catch(signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
         self.log.info("daemon_started", site=self.site.name, config=self.config_path, pid=os.getpid(),
                       containers=len(self.site.enabled()))
-        threading.Thread(target=watch_engine, args=(self.connect_watcher, self.inbox.put, self.watcher_stop),
+        threading.Thread(target=watch_engine, args=(self.connect_watcher, self.inbox.put, self.watcher_stop,
+                                                    self.reopener),
                          name="engine-events", daemon=True).start()
         while self.exit_code is None:
             for message in self.inbox.wait(self._sleep_time()):
@@ -116,6 +123,7 @@ class Daemon:
         if self.notifier.watchdog_interval and now.mono >= self.next_watchdog:
             self.notifier.watchdog()
             self.next_watchdog = now.mono + self.notifier.watchdog_interval
+        self._reopen_events_if_quiet(now)
         found, events = self.ledger.next_actions(now)
         self._log(events)
         for action in found:
@@ -132,6 +140,8 @@ class Daemon:
         # Counting it again would spin the loop for as long as that work takes.
         now = self.clock.monotonic()
         deadlines = [now + MAX_SLEEP, *self.ledger.deadlines()]
+        if self.missed.deadline() is not None:
+            deadlines.append(self.missed.deadline())
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
         deadlines += [d for d in (o.deadline() for o in self.observers) if d is not None]
@@ -162,11 +172,37 @@ class Daemon:
                 self.ledger.probe_started(role, target.run)
                 container_id = target.container_id
                 prober = Prober(role, target.run, target.probe, target.ip,
-                                lambda command: self.engine.exec_exit_code(container_id, command), self.inbox.put)
+                                lambda command, timeout: self.engine.exec_exit_code(container_id, command, timeout),
+                                self.inbox.put)
                 self.probers[role] = prober
                 prober.start()
 
     # Messages the ledger does not take.
+
+    def on_action_done(self, message: ActionDone) -> list[Event]:
+        if isinstance(message.action, Resync):  # before the ledger takes it in: compared with what it knew
+            self.missed.resynced(self.ledger.observed, message.result.containers, message.result.started_at,
+                                 self.clock.monotonic())
+        return actions.finish(self.ledger, message.action, message.result, self.now())
+
+    def on_engine_lost(self, message: EngineLost) -> list[Event]:
+        self.missed.stream_lost()
+        return self.ledger.engine_lost(message.error)
+
+    def on_engine_back(self, message: EngineBack) -> list[Event]:
+        self.missed.stream_opened(self.clock.monotonic())
+        return self.ledger.engine_back()
+
+    def _heard(self, container_id: str, events: list[Event]) -> list[Event]:
+        self.missed.heard(container_id)
+        return events
+
+    def _reopen_events_if_quiet(self, now: Now) -> None:
+        missed = self.missed.overdue(now.mono)
+        if missed:
+            self.log.warning("events_reopened", containers=missed,
+                             hint="a resync found changes the engine's event stream never reported; reading it afresh")
+            self.reopener.reopen()
 
     def on_signal(self, message: SignalReceived) -> None:
         if message.signum == signal.SIGHUP and not self.ledger.stopping:
@@ -276,7 +312,7 @@ class Daemon:
         if content == self.written_state and now.mono - self.written_at < STATE_HEARTBEAT:
             return
         try:
-            write_state(state_path(self.site.name), payload)
+            write_state(state_path(self.site.name), logs.scrub_value(payload))
             self.written_state, self.written_at = content, now.mono
         except OSError as error:
             self.log.debug("state_file_unwritable", reason=str(error))
@@ -296,6 +332,9 @@ class Daemon:
             self.role_logs[key] = self.log.bind(**bound)
         return self.role_logs[key]
 
+    def _notify_dropped(self, message: str) -> None:
+        self.log.warning("notify_dropped", message=message.split("\n")[0],
+                         hint="the notify socket is full: its reader is slow; later messages supersede this one")
+
     def _learn_secrets(self, site: Site) -> None:
-        for container in site.containers:
-            logs.add_secrets(logs.secrets_of_env(dict(container.env)))
+        logs.learn_site(site)

@@ -1,6 +1,7 @@
 """Human-readable account of a resolved site, for `check-config`."""
 from __future__ import annotations
 
+from . import hostaccess
 from .durations import format_duration as d
 from .logs import mask_env
 from .model import Container, Site
@@ -8,7 +9,8 @@ from .model import Container, Site
 
 def describe_site(site: Site) -> str:
     lines = [f"site {site.name}: {len(site.enabled())} of {len(site.containers)} containers enabled "
-             f"(on exit: {site.stop_on_exit})"]
+             f"(on exit: {site.stop_on_exit})",
+             f"start order: {' -> '.join(site.start_order())} (stopped in reverse)"]
     for container in site.containers:
         lines.extend(_describe(container))
     return "\n".join(lines)
@@ -16,11 +18,14 @@ def describe_site(site: Site) -> str:
 
 def _describe(c: Container) -> list[str]:
     state = "" if c.enabled else "  (disabled)"
-    lines = [f"", f"{c.role}: {c.name}{state}",
+    lines = ["", f"{c.role}: {c.name}{state}",
              f"  image    {c.image} (pull {c.pull})",
              f"  user     {c.user}",
              f"  command  {' '.join(c.command) if c.command is not None else '(image default)'}"]
-    lines += [f"  mount    {b.host} -> {b.target}{' (ro)' if b.read_only else ''}" for b in c.binds]
+    lines += [f"  {'volume' if b.named else 'mount '}   {b.host} -> {b.target}{' (ro)' if b.read_only else ''}"
+              for b in c.binds]
+    if c.depends_on:
+        lines.append(f"  needs    {', '.join(f'{role} {condition}' for role, condition in c.depends_on)}")
     if c.network.name:
         lines.append(f"  network  {c.network.name}")
     else:
@@ -39,8 +44,14 @@ def _describe(c: Container) -> list[str]:
         lines.append(f"  healthcheck {' '.join(h.test)} every {d(h.interval)}, {h.retries} retries")
     r = c.restart
     lines.append(f"  restart  backoff {d(r.backoff)} doubling to {d(r.max_backoff)}, reset after {d(r.reset_after)}, "
-                 f"failed after {r.max_restarts} restarts in {d(r.window)}")
+                 f"failed after {r.max_restarts} restarts in {d(r.window)}, "
+                 f"{'tried again after ' + d(r.cooldown) if r.cooldown is not None else 'until a reload'}")
     lines.append(f"  stop     {c.stop_signal or 'image default signal'}, timeout {d(c.stop_timeout)}")
     if c.log_driver:
         lines.append(f"  logs     {c.log_driver} {dict(c.log_options) or ''}".rstrip())
+    if c.allow_host_access:
+        # Opted in, so allowed; said on every check so the grant is never forgotten in a file.
+        lines += [f"  WARNING  host access (allow_host_access): {f.what}: {f.why}"
+                  for f in hostaccess.findings(c.binds, c.network)] or \
+                 ["  WARNING  allow_host_access is set but nothing here needs it; remove it"]
     return lines

@@ -5,21 +5,26 @@ back through the daemon's inbox; nothing here keeps state of its own.
 """
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
 import docker
+import docker.auth
 import docker.errors
 import requests.exceptions
 
-from .model import Observed
+from . import execkill, pulls
+from .model import Container, Observed
 from .spec import LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec
 
 # Events that may change what the daemon should do. exec_* (our own probes) and
 # attach/resize noise are filtered out before any inspect is spent on them.
 INTERESTING_EVENTS = ("create", "start", "die", "oom", "kill", "stop", "destroy", "health_status", "pause", "unpause")
-PROGRESS_EVERY = 2.0  # seconds between pull progress reports
+BUILTIN_NETWORKS = ("bridge", "host", "none", "default")
+PULL_TIMEOUT = 120.0  # seconds a pull may go without progress (the site's pull_timeout)
+CONNECT_TIMEOUT = 10.0
 
 
 def connect(timeout: float = 60) -> docker.DockerClient:
@@ -66,12 +71,20 @@ def observe(attrs: dict, site: str, observed_at: float) -> Observed:
         spec_hash=labels.get(LABEL_HASH) if ours else None,
         image_id=attrs.get("Image", ""), status=state.get("Status", "unknown"),
         started_at=_epoch(state.get("StartedAt")), finished_at=_epoch(state.get("FinishedAt")),
+        created_at=_epoch(attrs.get("Created")),
         exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
         health=(state.get("Health") or {}).get("Status"), ip=ip, observed_at=observed_at)
 
 
 class ImageMissing(LookupError):
     """The image is not on this host and the pull policy forbids fetching it."""
+
+
+class PullStalled(Exception):
+    """A pull made no progress for its pull_timeout and was abandoned; the engine itself answers."""
+
+    def __init__(self, reference: str, seconds: float):
+        super().__init__(f"pull of {reference} made no progress for {seconds:g}s (pull_timeout); abandoned")
 
 
 class Engine:
@@ -81,6 +94,7 @@ class Engine:
         self.site = site
         self._client = client
         self._timeout = timeout
+        self._resources_lock = threading.Lock()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -118,22 +132,60 @@ class Engine:
         except docker.errors.ImageNotFound:
             return None
 
-    def pull(self, reference: str, progress: Callable[[dict], None]) -> str:
-        """Pull, reporting layers and bytes as they come; return the image ID."""
-        repository, tag = _split_reference(reference)
-        reporter = _PullReporter(progress)
-        for line in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
-            if "error" in line:
-                raise docker.errors.APIError(line["error"])
-            reporter.feed(line)
+    def pull(self, reference: str, progress: Callable[[dict], None], stall_timeout: float = PULL_TIMEOUT) -> str:
+        """Pull, reporting layers and bytes as they come; return the image ID.
+
+        docker-py's own pull reads without a timeout, so a stalled registry would hold
+        this thread (and the role in `pulling`) for ever. The same request is made here
+        with a read timeout, and a stream that says nothing new for `stall_timeout` is
+        closed: PullStalled, which the ledger retries with backoff.
+        """
+        repository, tag = pulls.split_reference(reference)
+        reporter = pulls.PullReporter(progress)
+        response = self._pull_request(repository, tag, stall_timeout)
+        try:
+            last_progress = time.monotonic()
+            for line in pulls.json_lines(response):
+                if "error" in line:
+                    raise docker.errors.APIError(line["error"])
+                if reporter.feed(line):
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > stall_timeout:
+                    raise PullStalled(reference, stall_timeout)
+        except requests.exceptions.ConnectionError as error:
+            if not pulls.read_timed_out(error):
+                raise
+            raise PullStalled(reference, stall_timeout) from None
+        finally:
+            response.close()  # frees the connection; the engine then cancels its side of the pull
         reporter.finish()
         found = self.image_id(reference)
         if found is None:
             raise docker.errors.ImageNotFound(f"{reference} is not on this host after the pull")
         return found
 
+    def _pull_request(self, repository: str, tag: str | None, stall_timeout: float) -> requests.Response:
+        # What APIClient.pull sends (its auth header included), but with a read timeout.
+        api = self.client.api
+        registry, _ = docker.auth.resolve_repository_name(repository)
+        header = docker.auth.get_config_header(api, registry)
+        try:
+            response = api.post(f"{api.base_url}/v{api.api_version}/images/create",
+                                params={"fromImage": repository, "tag": tag},
+                                headers={"X-Registry-Auth": header} if header else {},
+                                stream=True, timeout=(CONNECT_TIMEOUT, stall_timeout))
+        except requests.exceptions.ReadTimeout:
+            raise PullStalled(f"{repository}:{tag}" if tag else repository, stall_timeout) from None
+        try:
+            response.raise_for_status()
+        except requests.exceptions.HTTPError as error:
+            response.close()
+            docker.errors.create_api_error_from_http_exception(error)  # raises the SDK's typed error
+        return response
+
     def resolve_image(self, reference: str, pull: str, progress: Callable[[dict], None],
-                      on_pull: Callable[[], None] = lambda: None) -> tuple[str, str | None]:
+                      on_pull: Callable[[], None] = lambda: None,
+                      pull_timeout: float = PULL_TIMEOUT) -> tuple[str, str | None]:
         """The image ID by a `pull` policy, and why a pull failed when the local copy stands in.
 
         `missing` and `never` use the image on this host; `never` without one raises
@@ -147,17 +199,58 @@ class Engine:
             return local, None
         on_pull()
         try:
-            return self.pull(reference, progress), None
+            return self.pull(reference, progress, pull_timeout), None
         except Exception as error:
             if local is None:
                 raise
             return local, reason(error)
 
-    def create_and_start(self, spec: ContainerSpec, replace: Observed | None, stop_timeout: float) -> Observed:
+    def create_and_start(self, spec: ContainerSpec, replace: Observed | None, stop_timeout: float,
+                         on_created: Callable[[str], None] = lambda what: None) -> Observed:
+        # The network and volumes first: if they cannot be made, the old container still runs.
+        for what in self.ensure_site_resources(spec.container):
+            on_created(what)
         if replace is not None:
             self.remove(replace.id, stop_timeout)
         container = self.client.containers.create(**spec.create_kwargs())
         return self.start(container.id)
+
+    def ensure_site_resources(self, container: Container) -> list[str]:
+        """Create the site network and named volumes a container needs, labelled with the site.
+
+        Never removed by us: a volume holds PostgreSQL's data, and a network may be shared.
+        Returns what was created ("network NAME", "volume NAME").
+        """
+        with self._resources_lock:  # roles start 8 at a time: one creates, the others find it
+            return self._ensure_site_resources(container)
+
+    def _ensure_site_resources(self, container: Container) -> list[str]:
+        created = []
+        name = container.network.name
+        if name and name not in BUILTIN_NETWORKS:
+            try:
+                self.client.api.inspect_network(name)
+            except docker.errors.NotFound:
+                # check_duplicate: the engine would otherwise make a second network of the same name.
+                self._create_quietly(lambda: self.client.api.create_network(name, driver="bridge", check_duplicate=True,
+                                                                            labels={LABEL_SITE: self.site}))
+                created.append(f"network {name}")
+        for bind in container.binds:
+            if bind.named:
+                try:
+                    self.client.api.inspect_volume(bind.host)
+                except docker.errors.NotFound:
+                    self._create_quietly(lambda: self.client.api.create_volume(bind.host, labels={LABEL_SITE: self.site}))
+                    created.append(f"volume {bind.host}")
+        return created
+
+    @staticmethod
+    def _create_quietly(create: Callable[[], object]) -> None:
+        try:
+            create()
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # made by someone else meanwhile: as good
+                raise
 
     def start(self, container_id: str) -> Observed:
         self.client.api.start(container_id)
@@ -183,8 +276,29 @@ class Engine:
         except docker.errors.NotFound:
             pass
 
-    def exec_exit_code(self, container_id: str, command: list[str]) -> int:
-        return self.client.containers.get(container_id).exec_run(command).exit_code
+    def exec_exit_code(self, container_id: str, command: list[str], timeout: float) -> int | None:
+        """`command`'s exit code in the container, or None when it has not ended within `timeout`.
+
+        Started detached and polled, so the caller's thread waits no longer than the
+        timeout (exec_run would wait for ever). A command still running then is killed,
+        with what it started, so probes that hang do not pile up in the container.
+        """
+        api = self.client.api
+        exec_id = api.exec_create(container_id, command, stdout=False, stderr=False)["Id"]
+        api.exec_start(exec_id, detach=True)
+        deadline = time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            state = api.exec_inspect(exec_id)
+            if not state.get("Running") and state.get("ExitCode") is not None:
+                return state["ExitCode"]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.25)
+        execkill.kill_exec(state.get("Pid") or 0, state.get("ContainerID") or container_id)
+        return None
 
     def events(self) -> Iterator[dict]:
         """This site's container events; the stream ends (or raises) when the engine goes away."""
@@ -195,48 +309,6 @@ class Engine:
         if described is None:
             raise docker.errors.NotFound(f"container {container_id[:12]} vanished right after starting")
         return described
-
-
-class _PullReporter:
-    """Condenses a pull's JSON stream into a report every few seconds: layers and bytes."""
-
-    def __init__(self, report: Callable[[dict], None]):
-        self.report = report
-        self.layers: dict[str, tuple[str, int, int]] = {}
-        self.last = 0.0
-
-    def feed(self, line: dict) -> None:
-        layer, status = line.get("id"), line.get("status", "")
-        # "Pulling from REPO" carries the tag as its id: it is not a layer.
-        if layer and status and not status.startswith("Pulling from"):
-            _, current, total = self.layers.get(layer, ("", 0, 0))
-            detail = line.get("progressDetail") or {}
-            if status == "Downloading":
-                current, total = detail.get("current", current), detail.get("total", total)
-            elif status in ("Download complete", "Extracting", "Pull complete"):
-                current = total  # fully downloaded; later lines carry no (or extraction) counts
-            self.layers[layer] = (status, current, total)
-        if time.monotonic() - self.last >= PROGRESS_EVERY:
-            self._emit()
-
-    def finish(self) -> None:
-        self._emit()
-
-    def _emit(self) -> None:
-        self.last = time.monotonic()
-        done = sum(1 for status, _, _ in self.layers.values() if status in ("Pull complete", "Already exists"))
-        self.report({"layers_done": done, "layers": len(self.layers),
-                     "bytes": sum(c for _, c, _ in self.layers.values()),
-                     "bytes_total": sum(t for _, _, t in self.layers.values())})
-
-
-def _split_reference(reference: str) -> tuple[str, str | None]:
-    if "@" in reference:
-        return reference, None
-    name, _, tag = reference.rpartition(":")
-    if name and "/" not in tag:
-        return name, tag
-    return reference, "latest"
 
 
 def _epoch(stamp: str | None) -> float | None:

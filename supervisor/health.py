@@ -43,34 +43,24 @@ def check_tcp(ip: str, port: int, timeout: float) -> tuple[bool, str]:
         return False, f"connect {ip}:{port}: {error}"
 
 
-def check_exec(run_exec: Callable[[list[str]], int], command: tuple[str, ...], timeout: float) -> tuple[bool, str]:
-    # exec_run has no timeout of its own: wait for it on a daemon thread, bounded. A
-    # daemon thread, not a pool worker: those are joined at exit, so a hung exec
-    # would hold up the daemon's own stop.
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["code"] = run_exec(list(command))
-        except Exception as error:  # the engine refused the exec: the container is not healthy either
-            outcome["error"] = error
-
-    worker = threading.Thread(target=run, name="probe-exec", daemon=True)
-    worker.start()
-    worker.join(timeout)
+def check_exec(run_exec: Callable[[list[str], float], int | None], command: tuple[str, ...],
+               timeout: float) -> tuple[bool, str]:
+    """`run_exec(command, timeout)` gives the exit code, or None once the timeout passed (it kills the rest)."""
     shown = " ".join(command)
-    if worker.is_alive():
+    try:
+        code = run_exec(list(command), timeout)
+    except Exception as error:  # the engine refused the exec: the container is not healthy either
+        return False, f"{shown}: {error}"
+    if code is None:
         return False, f"{shown}: no answer within {timeout:g}s"
-    if "error" in outcome:
-        return False, f"{shown}: {outcome['error']}"
-    return outcome["code"] == 0, f"{shown}: exit code {outcome['code']}"
+    return code == 0, f"{shown}: exit code {code}"
 
 
 class Prober(threading.Thread):
     """Probes one run of one container until stopped."""
 
     def __init__(self, role: str, run: Run, probe: Probe, ip: str | None,
-                 run_exec: Callable[[list[str]], int], report: Callable[[ProbeVerdict], None]):
+                 run_exec: Callable[[list[str], float], int | None], report: Callable[[ProbeVerdict], None]):
         super().__init__(name=f"probe-{role}", daemon=True)
         self.role, self.run_key, self.probe, self.ip = role, run, probe, ip
         self.run_exec, self.report = run_exec, report

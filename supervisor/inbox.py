@@ -78,6 +78,11 @@ class ActionFailed:
 
 
 @dataclass(frozen=True)
+class SiteResourceCreated:
+    what: str  # "network NAME" or "volume NAME"
+
+
+@dataclass(frozen=True)
 class PullStarted:
     image: str
 

@@ -10,27 +10,27 @@ Must not: talk to the engine, start threads, read a clock (time comes in as a `N
 or log: every method returns the `Event`s to log. So a test can replay any sequence
 of the daemon's messages and action outcomes through it, in milliseconds.
 
-How actions change it is written per action kind in `actions.py`; a role's states
-and their legal changes are `lifecycle.py`'s.
+How actions change it is written per action kind in `actions.py` (the outcomes
+themselves in `outcomes.py`, which the ledger inherits); a role's states and their
+legal changes are `lifecycle.py`'s; what unmet dependencies mean for a role is
+`waiting.py`'s (also inherited).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from .lifecycle import IMAGE_RETRY, Event, ImageRecord, Now, RoleRecord, role_status, transition_events
+from .outcomes import ActionOutcomes, seconds
+from .waiting import FAILURE_EVENTS, DependencyWaits
 from .model import Observed, Probe, Run, Site
-from .plan import (Cause, Create, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
-                   new_failures, plan)
+from .plan import (Create, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
+                   new_failures, plan, unmet_dependencies)
 from .policy import RestartTracker
 from .spec import desired_specs
-from .status import SETTLED, RoleStatus
+from .status import RoleStatus
 
-RESYNC_EVERY = 30.0  # seconds; events do the work, this only catches what they missed
 BLOCKED_RESYNC_EVERY = 2.0  # a foreign container holding our name shows in no event of ours
 UNREACHABLE_RESYNC_AFTER = 2.0
-
-FAILURE_EVENTS = {Cause.EXITED: "container_exited", Cause.OOM: "container_oom_killed",
-                  Cause.UNHEALTHY: "container_unhealthy", Cause.REMOVED: "container_removed"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def lock_of(action) -> tuple:
     raise TypeError(f"not an action: {action!r}")
 
 
-class Ledger:
+class Ledger(ActionOutcomes, DependencyWaits):
     def __init__(self, site: Site):
         self.site = site
         self.observed: dict[str, Observed] = {}
@@ -74,6 +74,7 @@ class Ledger:
         self.stopping = False
         self.finished = False  # the stop is done: the loop may end
         self.stop_tried: set[str] = set()
+        self.warned_no_health: set[str] = set()  # dependencies `healthy` on nothing that checks health
         self._events: list[Event] = []
         self.adopt(site)
         self._events.clear()  # nothing is forgiven at the start
@@ -91,7 +92,7 @@ class Ledger:
         record = self.roles.get(container.role or "")
         configured = self.site.container(container.role) if container.role else None
         if record is not None and container.site and configured and container.name == configured.name:
-            record.last_container_id = container.id
+            record.last_container_id, record.last_run = container.id, container.run
         return self._take()
 
     def container_died(self, container_id: str, exit_code: int | None, oom_killed: bool, observed_at: float,
@@ -164,11 +165,18 @@ class Ledger:
         return found, self._take()
 
     def _reconcile(self, now: Now) -> list:
+        gaps = unmet_dependencies(self.world(now))
+        # A failure first seen in the turn its dependency came back belongs to the outage too.
+        outage = {role: record.gap for role, record in self.roles.items() if record.gap} | gaps
+        self._follow_dependencies(gaps, now)
         for failure in new_failures(self.world(now)):
             if failure.run.container_id in self.written_off:
                 self.roles[failure.role].counted_run = failure.run  # its end was ours, already counted
-                continue
-            self._record_failure(failure, now)
+            elif failure.role in outage:
+                self._record_outage(failure, outage[failure.role])
+            else:
+                self._record_failure(failure, now)
+        self._retry_after_cooldown(now)
         result = plan(self.world(now))
         for role, why in result.blocked.items():
             if self.blocked.get(role) != why:
@@ -188,12 +196,23 @@ class Ledger:
             name = self.site.container(failure.role).name
             self._emit("error", "container_failed", role=failure.role, cause=failure.cause.value,
                        exit_code=failure.exit_code, restarts=len(record.tracker.recent), window=policy.window,
-                       hint=f"more than {policy.max_restarts} restarts within {policy.window:g}s; no more restarts. "
-                            f"Look at `docker logs {name}`, fix the cause, then `systemctl reload indico-supervisor`")
+                       next_try_in=policy.cooldown,
+                       hint=f"more than {policy.max_restarts} restarts within {policy.window:g}s; "
+                            + ("no more restarts" if policy.cooldown is None else
+                               f"tried again in {policy.cooldown:g}s with a fresh budget")
+                            + f". Look at `docker logs {name}`, fix the cause, then `systemctl reload indico-supervisor`")
             return
         self._emit("warning", FAILURE_EVENTS[failure.cause], role=failure.role, exit_code=failure.exit_code,
                    uptime=None if failure.uptime is None else round(failure.uptime, 3),
                    restart_in=seconds(delay), restarts=record.tracker.total)
+
+    def _retry_after_cooldown(self, now: Now) -> None:
+        for role, record in self.roles.items():
+            if record.tracker.cooled_down(now.mono):
+                record.tracker.forgive(record.tracker.policy)
+                record.last_failure["delay"] = 0.0
+                self._emit("warning", "container_retrying", role=role,
+                           hint="its cooldown after a crash loop has passed: trying again with a fresh restart budget")
 
     def world(self, now: Now) -> World:
         ids = {ref: image.image_id for ref, image in self.images.items() if image.image_id}
@@ -209,7 +228,7 @@ class Ledger:
             probed = record.probe_healthy if holder is not None and record.probe_run == holder.run else None
             views[role] = RoleView(busy=self.busy(role), failed=record.tracker.failed,
                                    due=record.tracker.due(now.mono), counted_run=record.counted_run,
-                                   last_container_id=record.last_container_id,
+                                   last_container_id=record.last_container_id, last_run=record.last_run,
                                    probe_unhealthy_run=record.probe_unhealthy_run, probe_healthy=probed,
                                    has_probe=spec is not None and spec.container.probe is not None,
                                    refused_container=record.refused_container)
@@ -251,104 +270,6 @@ class Ledger:
         """
         self.engine_lost(error)
         self.next_resync_at = min(self.next_resync_at, now.mono + UNREACHABLE_RESYNC_AFTER)
-        return self._take()
-
-    # Outcomes, by action kind (see actions.ACTIONS).
-
-    def resync_done(self, action, result, now: Now) -> list[Event]:
-        self.next_resync_at = now.mono + RESYNC_EVERY
-        return self.resynced(result.containers, result.started_at)
-
-    def resync_failed(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
-        self.next_resync_at = now.mono + RESYNC_EVERY  # the watcher's reconnect brings one sooner
-        self._emit("debug", "resync_failed", reason=error)
-        return self._take()
-
-    def image_resolved(self, action, result: tuple[str, str | None], now: Now) -> list[Event]:
-        image_id, pull_failure = result
-        image = self.images.setdefault(action.image, ImageRecord())
-        if pull_failure:
-            # The registry is away but the image is here: Indico keeps running on it.
-            self._emit("warning", "image_pull_failed", image=action.image, reason=pull_failure,
-                       using="the image already on this host")
-        if image.image_id != image_id:
-            self._emit("info", "image_resolved", image=action.image, image_id=image_id[:19])
-        image.image_id, image.stale, image.error = image_id, False, ""
-        image.tracker.started()
-        return self._take()
-
-    def image_unavailable(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
-        image = self.images.setdefault(action.image, ImageRecord())
-        image.error = error
-        delay = image.tracker.delay_after_failure(now.mono, None, counted=False)
-        self._emit("error", "image_unavailable", image=action.image, reason=error, retry_in=seconds(delay))
-        return self._take()
-
-    def role_action_begun(self, action, now: Now) -> list[Event]:
-        if isinstance(action, Create):
-            if rolls(action):
-                self.rolling = action.role  # from now, not once done: its old container may still look ready
-            if action.replace is not None:
-                self._emit("info", "container_recreating", role=action.role, reason=action.reason)
-        return self._take()
-
-    def role_action_done(self, action, container: Observed, now: Now) -> list[Event]:
-        if isinstance(action, Create) and action.replace is not None:
-            self.observed.pop(action.replace.id, None)
-        self.see(container)
-        record = self.roles.get(action.role)
-        if record is None:
-            return self._take()  # disabled by a reload while it started: the planner removes it
-        record.error, record.refused_container = "", None
-        self.written_off = {cid: role for cid, role in self.written_off.items() if role != action.role}
-        record.tracker.started()
-        record.last_container_id = container.id
-        fields = {"container_id": container.id[:12]}
-        if record.last_failure:
-            self._emit("info", "container_restarted", role=action.role, **fields, **record.last_failure,
-                       restarts=record.tracker.total)
-            record.last_failure = {}
-        elif isinstance(action, Create) and action.replace is not None:
-            self._emit("info", "container_recreated", role=action.role, **fields)
-        elif isinstance(action, Create):
-            self._emit("info", "container_started", role=action.role, **fields)
-        return self._take()
-
-    def role_action_failed(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
-        record = self.roles.get(action.role)
-        if record is None:
-            return self._take()
-        if isinstance(action, Create) and action.replace is not None:
-            # We replaced the old one (removed, or failing that, refused by the engine): its
-            # absence, or a late description of it as exited, is no failure of its own.
-            record.counted_run = Run(action.replace.id, gone=True)
-            self.written_off[action.replace.id] = action.role
-        if unreachable:
-            return self._take()  # the engine went away; its return brings a resync, not a penalty
-        record.error = error
-        if not isinstance(action, Create):
-            record.refused_container = action.container.id
-        delay = record.tracker.delay_after_failure(now.mono, None, counted=False)
-        self._emit("error", "container_start_failed", role=action.role, reason=error, retry_in=seconds(delay))
-        self.next_resync_at = 0.0  # a create may have left a container behind: look
-        return self._take()
-
-    def removal_begun(self, action, now: Now) -> list[Event]:
-        if isinstance(action, Stop):
-            self._emit("info", "container_stopping", container=action.container.name, role=action.container.role,
-                       timeout=action.timeout)
-        else:
-            self._emit("info", "container_removing", container=action.container.name, role=action.container.role,
-                       reason=action.reason)
-        return self._take()
-
-    def removal_done(self, action, result, now: Now) -> list[Event]:
-        self.observed.pop(action.container.id, None)
-        self._emit("info", "container_removed", container=action.container.name, role=action.container.role)
-        return self._take()
-
-    def removal_failed(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
-        self._emit("error", "container_remove_failed", container=action.container.name, reason=error)
         return self._take()
 
     # Reload and stop.
@@ -400,8 +321,8 @@ class Ledger:
         return [Stop(remaining[0], self.stop_timeout(remaining[0].role))]
 
     def _to_stop(self) -> list[Observed]:
-        """Owned containers still to stop: reverse start order, those of roles no longer configured first."""
-        order = [c.role for c in self.site.containers]
+        """Owned containers still to stop: dependents before what they depend on, unconfigured roles first."""
+        order = list(self.site.start_order())
         owned = [c for c in self.observed.values() if c.site and c.id not in self.stop_tried
                  and c.status in ("running", "created", "exited", "paused")]
         owned.sort(key=lambda c: -order.index(c.role) if c.role in order else -len(order) - 1)
@@ -417,19 +338,16 @@ class Ledger:
             record = self.roles[container.role]
             status = role_status(container, record, world, now, stopping=self.stopping, busy=self.busy(container.role),
                                  blocked=self.blocked.get(container.role), waiting=self.waiting.get(container.role, ""),
-                                 image_error=self.images[container.image].error)
+                                 image_error=self.images[container.image].error, gap=record.gap)
             self._events += transition_events(record, status)
             statuses.append(status)
         return statuses, self._take()
-
-    def settled(self, statuses: list[RoleStatus]) -> bool:
-        """Every role runs or has a stated reason not to: the moment for READY=1."""
-        return self.engine_up and all(s.state in SETTLED for s in statuses)
 
     def deadlines(self) -> list[float]:
         """Monotonic times at which something becomes due: a resync, a restart, an image retry."""
         found = [self.next_resync_at]
         found += [r.tracker.next_start_at for r in self.roles.values() if r.tracker.next_start_at]
+        found += [r.tracker.retry_at for r in self.roles.values() if r.tracker.retry_at and r.tracker.failed]
         found += [i.tracker.next_start_at for i in self.images.values() if i.tracker.next_start_at]
         return found
 
@@ -452,13 +370,3 @@ class Ledger:
     def _take(self) -> list[Event]:
         events, self._events = self._events, []
         return events
-
-
-def rolls(action) -> bool:
-    """A running container recreated for a changed spec: part of the one-at-a-time rollout."""
-    return isinstance(action, Create) and action.reason == "changed" and action.replace is not None \
-        and action.replace.running
-
-
-def seconds(delay: float | None) -> float | None:
-    return None if delay is None else round(delay, 3)

@@ -18,6 +18,7 @@ from .status import RoleStatus, State
 
 IMAGE_RETRY = RestartPolicy(backoff=5, max_backoff=300)
 FAILED_HINT = "crash loop: reload (systemctl reload indico-supervisor) to try again"
+COOLDOWN_HINT = "crash loop: tried again after its cooldown, or at once on a reload (systemctl reload indico-supervisor)"
 
 _ANY = frozenset(State)
 # A role's legal state changes, in one place. States are derived from the facts each
@@ -30,8 +31,11 @@ TRANSITIONS: dict[State | None, frozenset[State]] = {
     State.RUNNING: _ANY - {State.RUNNING},
     State.BACKOFF: _ANY - {State.BACKOFF},
     # Given up: only a reload (or a stop) moves it; it is never seen running again by itself.
-    State.FAILED: frozenset({State.STARTING, State.PULLING, State.BLOCKED, State.STOPPING, State.STOPPED}),
+    State.FAILED: frozenset({State.STARTING, State.PULLING, State.BLOCKED, State.WAITING, State.STOPPING,
+                             State.STOPPED}),
     State.BLOCKED: _ANY - {State.BLOCKED},
+    # A dependency's outage is no failure of the dependent's: it never ends in `failed` by waiting.
+    State.WAITING: _ANY - {State.WAITING, State.FAILED},
     State.STOPPING: frozenset({State.STOPPED}),
     State.STOPPED: frozenset(),
 }
@@ -59,6 +63,7 @@ class RoleRecord:
     tracker: RestartTracker
     counted_run: Run | None = None  # the run whose end is already counted (or written off)
     last_container_id: str | None = None
+    last_run: Run | None = None
     probe_run: Run | None = None  # the run the current prober watches
     probe_healthy: bool | None = None
     probe_unhealthy_run: Run | None = None
@@ -66,6 +71,8 @@ class RoleRecord:
     refused_container: str | None = None  # whose start the engine refused: replace it, don't retry
     last_failure: dict = field(default_factory=dict)  # cause, exit_code, delay: logged with the restart
     state: State | None = None
+    gap: str | None = None  # the dependency that does not hold, as the planner said: `db (unhealthy)`
+    outage_run: Run | None = None  # the run found unhealthy while a dependency did not hold
 
 
 @dataclass
@@ -77,7 +84,7 @@ class ImageRecord:
 
 
 def role_status(container: Container, record: RoleRecord, world: World, now: Now, *, stopping: bool, busy: bool,
-                blocked: str | None, waiting: str, image_error: str) -> RoleStatus:
+                blocked: str | None, waiting: str, image_error: str, gap: str | None = None) -> RoleStatus:
     """The role's state now, with what an admin needs to read next to it."""
     spec = world.desired.get(container.role)
     holder = world.holder(container.name)
@@ -92,7 +99,8 @@ def role_status(container: Container, record: RoleRecord, world: World, now: Now
     if blocked is not None:
         state, detail = State.BLOCKED, blocked
     elif record.tracker.failed:
-        state, detail = State.FAILED, FAILED_HINT
+        next_at = record.tracker.retry_at
+        state, detail = State.FAILED, FAILED_HINT if next_at is None else COOLDOWN_HINT
     elif stopping:
         # A start still under way brings a container that is then stopped too.
         state = State.STOPPING if ours is not None or busy else State.STOPPED
@@ -102,6 +110,8 @@ def role_status(container: Container, record: RoleRecord, world: World, now: Now
         state = State.STARTING
     elif ours is not None and ours.running and record.counted_run != ours.run:
         state = State.RUNNING
+    elif gap is not None:
+        state, detail = State.WAITING, gap
     elif next_at is not None and next_at > now.mono:
         state = State.BACKOFF
     return RoleStatus(role=container.role, name=container.name, state=state, detail=detail, health=health,
@@ -120,6 +130,10 @@ def transition_events(record: RoleRecord, status: RoleStatus) -> list[Event]:
         events.append(Event("error", "state_transition_illegal", None, {
             "role": status.role, "before": before.value, "after": after.value,
             "hint": "a bug in indico-supervisor: please report it"}))
+    if after is State.WAITING:
+        events.append(Event("info", "container_waiting", status.role, {"waiting_for": status.detail}))
+    elif before is State.WAITING:
+        events.append(Event("info", "container_waiting_ended", status.role, {"now": after.value}))
     # The role's, not its container's: no container= here.
     events.append(Event("debug", "state_changed", None, {
         "role": status.role, "before": before.value if before else None, "after": after.value,

@@ -17,7 +17,9 @@ from . import journal as native_journal
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
-SECRET_KEY_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+SECRET_KEY_MARKERS = ("PASSWORD", "PASSWD", "PASS", "PWD", "SECRET", "TOKEN", "KEY", "AUTH", "CREDENTIAL", "PRIVATE")
+# The shell's working directories: their values are paths, masking them would hide every path in the log.
+NOT_SECRET_KEYS = ("PWD", "OLDPWD")
 
 # Syslog priorities: journald reads a leading "<N>" on stdout as the line's level.
 _PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
@@ -28,7 +30,7 @@ _LEVELS = {name: getattr(logging, name.upper()) for name in ("debug", "info", "w
 # that, to the first "@", since SQLAlchemy (Indico's database URI) takes an unencoded "/".
 _URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)([^\s/]+|[^\s@\x22\x27\\]+)(@)")
 # A password as a query parameter: libpq's postgresql:///indico?password=…, ?auth_token=….
-_QUERY_SECRET = re.compile(r"([?&][A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|key)[A-Za-z0-9_.-]*=)"
+_QUERY_SECRET = re.compile(r"([?&][A-Za-z0-9_.-]*(?:pass|pwd|secret|token|key|auth|credential|private)[A-Za-z0-9_.-]*=)"
                            r"([^&#\s\x22\x27\\]+)", re.IGNORECASE)
 
 
@@ -60,7 +62,7 @@ def _written_forms(secret: str) -> set[str]:
 
 def is_secret_key(name: str) -> bool:
     upper = name.upper()
-    return any(marker in upper for marker in SECRET_KEY_MARKERS)
+    return upper not in NOT_SECRET_KEYS and any(marker in upper for marker in SECRET_KEY_MARKERS)
 
 
 def uri_passwords(text: str) -> set[str]:
@@ -84,11 +86,13 @@ def secrets_in_file(path: str) -> set[str]:
     Its problems echo values, and its new secrets were never registered (the file
     was refused), so they are looked for anywhere in it: values under secret-looking
     names (mapping keys, compose-style "NAME=value" items, raw lines) and URI passwords.
+    Read within the same bounds as the site file itself: a file refused for its size,
+    its kind or its aliases must not hang or swell us here instead.
     """
+    from . import yamlload
     try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            text = stream.read()
-    except OSError:
+        text = yamlload.read_text(path)
+    except (OSError, ValueError, yamlload.ReadRefused):  # ValueError: not UTF-8
         return set()
     found = uri_passwords(text)
     for line in text.splitlines():
@@ -96,27 +100,80 @@ def secrets_in_file(path: str) -> set[str]:
         if match and is_secret_key(match.group(1)):
             found.add(match.group(2).strip("'\""))
     try:
-        import yaml
-        found |= _secrets_in_tree(yaml.safe_load(text), "")
-    except Exception:  # not YAML: the lines above are all there is
+        # A tenth of the loader's limit: this is a second read of a file already refused, and
+        # one big enough to reach it has only its lines searched, at a tenth of the cost.
+        found |= secrets_in_tree(yamlload.load(text, limit=yamlload.MAX_NODES // 10))
+    except Exception:  # not YAML, or too big once expanded: the lines above are all there is
         pass
     return {value for value in found if value}
 
 
-def _secrets_in_tree(node: Any, key: str) -> set[str]:
-    if isinstance(node, Mapping):
-        return set().union(*(_secrets_in_tree(value, str(name)) for name, value in node.items()))
-    if isinstance(node, list):
-        return set().union(*(_secrets_in_tree(item, key) for item in node))
-    if node is None or isinstance(node, bool):
-        return set()
-    text = str(node)
-    name, equals, value = text.partition("=")
-    found = uri_passwords(text)
-    if is_secret_key(key):
-        found.add(text)
-    if equals and is_secret_key(name):
-        found.add(value)
+def secrets_in_tree(root: Any) -> set[str]:
+    """Secret-looking values anywhere in a parsed YAML tree.
+
+    Each mapping and list is walked once (remembered by id): YAML aliases make one
+    node appear under many parents, and a walk that followed every reference would
+    do the work of the whole expansion.
+    """
+    found: set[str] = set()
+    visited: set[tuple[int, str]] = set()
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, key = stack.pop()
+        if isinstance(node, (Mapping, list)):
+            if (id(node), key) in visited:
+                continue
+            visited.add((id(node), key))
+            items = node.items() if isinstance(node, Mapping) else ((key, item) for item in node)
+            stack.extend((value, str(name)) for name, value in items)
+            continue
+        if node is None or isinstance(node, bool):
+            continue
+        text = str(node)
+        name, equals, value = text.partition("=")
+        found |= uri_passwords(text)
+        if is_secret_key(key):
+            found.add(text)
+        if equals and is_secret_key(name):
+            found.add(value)
+    return found
+
+
+# `NAME=value` inside a command line, `--name=value` too: `env PGPASSWORD=… psql`, `--db-password=…`.
+_ASSIGNMENT = re.compile(r"(?:^|[\s;&|('\x22])-{0,2}([A-Za-z_][A-Za-z0-9_.-]*)=['\x22]?([^\s;&|)'\x22]+)")
+
+
+def secrets_of_command(words: Iterable[str]) -> set[str]:
+    """Values a command line gives under secret names, and URI passwords in it.
+
+    A command is a list or a shell line (`sh -c "PGPASSWORD=… psql"`), so each word
+    is searched as text, and a secret-named flag takes the next word too (`--password X`).
+    """
+    found: set[str] = set()
+    previous = ""
+    for word in words:
+        found |= uri_passwords(word)
+        found |= {value for name, value in _ASSIGNMENT.findall(word) if is_secret_key(name)}
+        if previous.startswith("-") and "=" not in previous and is_secret_key(previous.lstrip("-")):
+            found.add(word)
+        previous = word
+    return found
+
+
+def secrets_of_site(site: Any) -> set[str]:
+    """Every secret a resolved site gives: one set for the log, check-config, status and the state file.
+
+    Env values by name and URI passwords anywhere; log options by name (`splunk-token`);
+    secret-named assignments and flags in commands, daemon probes and engine healthchecks.
+    """
+    found: set[str] = set()
+    for container in site.containers:
+        found |= secrets_of_env(dict(container.env))
+        for name, value in container.log_options:
+            found |= uri_passwords(value) | ({value} if is_secret_key(name) else set())
+        for words in (container.command, container.probe and container.probe.command,
+                      container.healthcheck and container.healthcheck.test):
+            found |= secrets_of_command(words or ())
     return found
 
 
@@ -138,9 +195,35 @@ def add_secrets(values: Iterable[str]) -> None:
     _redactor.add_secrets(values)
 
 
+def learn_site(site: Any) -> None:
+    """Register a resolved site's secrets with the process-wide redactor."""
+    _redactor.add_secrets(secrets_of_site(site))
+
+
 def scrub(text: str) -> str:
-    """Text masked as a log line is, for what leaves the daemon by other ways (alerts)."""
+    """Text with every secret known to this process masked: for what is printed, not logged."""
     return _redactor.scrub(text)
+
+
+def scrub_value(value: Any) -> Any:
+    """A structure (the state file's payload) with every string in it scrubbed."""
+    return _scrub_value(value)
+
+
+class ScrubbingStream:
+    """A text stream that scrubs what is written to it: a command's own stdout and stderr.
+
+    `buffer` is the real one: a one-shot job's output is its own, passed through as bytes.
+    """
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(_redactor.scrub(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def get_logger(**bound: Any) -> Any:

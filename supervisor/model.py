@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Bind:
-    host: str
+    host: str  # a host path, or the name of a volume when `named`
     target: str
     read_only: bool = False
+    named: bool = False  # a named volume: created with the site label when missing, never removed by us
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class RestartPolicy:
     reset_after: float = 60.0
     max_restarts: int = 10
     window: float = 600.0
+    cooldown: float | None = 600.0  # a failed role is tried again after this; None: never
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ class Container:
     allow_root: bool = False
     log_driver: str | None = None
     log_options: tuple[tuple[str, str], ...] = ()
+    depends_on: tuple[tuple[str, str], ...] = ()  # (role, "started" or "healthy"), in the file's order
+    cap_add: tuple[str, ...] = ()  # "CAP_…" names, sorted; all others are dropped unless allow_root
+    allow_host_access: bool = False  # daemon-only: what the site file may ask for, not what the engine is given
 
     @property
     def user(self) -> str:
@@ -94,6 +99,7 @@ class Site:
     name: str  # in every label: the containers of this host's site
     containers: tuple[Container, ...]
     stop_on_exit: str = "stop"
+    pull_timeout: float = 120.0  # seconds a pull may go without progress before it is abandoned and retried
     monitoring: object = None  # monitoring.Monitoring: the `metrics` and `alerts` sections
 
     def enabled(self) -> tuple[Container, ...]:
@@ -101,6 +107,22 @@ class Site:
 
     def container(self, role: str) -> Container | None:
         return next((c for c in self.containers if c.role == role), None)
+
+    def start_order(self) -> tuple[str, ...]:
+        """Enabled roles, each after what it depends on; otherwise in the file's order.
+
+        The site file was checked for cycles, so every role finds its place.
+        """
+        enabled = {c.role: c for c in self.enabled()}
+        placed: list[str] = []
+        while len(placed) < len(enabled):
+            for role, container in enabled.items():
+                if role not in placed and all(dep in placed for dep, _ in container.depends_on):
+                    placed.append(role)
+                    break
+            else:
+                raise ValueError("a dependency cycle in a checked site")  # a bug: config refuses cycles
+        return tuple(placed)
 
 
 RUNNING_STATES = ("running",)
@@ -130,6 +152,7 @@ class Observed:
     status: str  # the engine's: created, running, exited, dead, paused, restarting, removing
     started_at: float | None = None  # epoch seconds
     finished_at: float | None = None
+    created_at: float | None = None  # a legacy link is bound to what its target was when this was created
     exit_code: int | None = None
     oom_killed: bool = False
     health: str | None = None  # the engine's HEALTHCHECK verdict: starting, healthy, unhealthy

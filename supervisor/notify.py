@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import sdnotify
 
@@ -14,14 +14,21 @@ class Notifier:
 
     sdnotify reads NOTIFY_SOCKET from the process environment and encodes as
     Latin-1, so status text is kept to that range here rather than dropped there.
+
+    Sending never blocks: a listener that does not drain its queue would otherwise
+    hold the daemon's loop, and every restart with it. A message that does not fit
+    is dropped (the next STATUS or WATCHDOG supersedes it) and `on_dropped` is told
+    of the first drop of each run of drops.
     """
 
-    def __init__(self, pid: int | None = None) -> None:
+    def __init__(self, pid: int | None = None, on_dropped: Callable[[str], None] | None = None) -> None:
         env = os.environ  # where sdnotify looks, so the two can never disagree
         self._address = _socket_address(env.get("NOTIFY_SOCKET", ""))
-        self._systemd = sdnotify.SystemdNotifier() if self._address else None
+        self._systemd = _connect() if self._address else None
         self.watchdog_interval = _watchdog_interval(env, os.getpid() if pid is None else pid)
         self._last_status: str | None = None
+        self._on_dropped = on_dropped
+        self._dropping = False
 
     def ready(self, status: str | None = None) -> None:
         lines = ["READY=1"]
@@ -54,9 +61,27 @@ class Notifier:
     def _send(self, *lines: str) -> None:
         if self._systemd is None:
             return
-        # sdnotify swallows send errors: systemd gone or restarting must not stop the daemon.
         message = "\n".join(lines).encode("latin-1", "replace").decode("latin-1")
-        self._systemd.notify(message)
+        try:
+            self._systemd.notify(message)
+        except BlockingIOError:
+            if not self._dropping and self._on_dropped is not None:
+                self._on_dropped(message)
+            self._dropping = True
+            return
+        except OSError:
+            return  # systemd gone or restarting must not stop the daemon
+        self._dropping = False
+
+
+def _connect() -> sdnotify.SystemdNotifier | None:
+    try:
+        # debug=True: sdnotify raises instead of swallowing, so a full queue can be told apart.
+        systemd = sdnotify.SystemdNotifier(debug=True)
+    except OSError:
+        return None  # nobody listens (yet): silent, as sdnotify would be
+    systemd.socket.setblocking(False)
+    return systemd
 
 
 def _socket_address(value: str) -> str | None:

@@ -16,6 +16,7 @@ import secrets
 import shlex
 import signal
 import sys
+import threading
 from typing import BinaryIO, Callable
 
 import docker
@@ -29,6 +30,8 @@ from .spec import oneshot_create_kwargs
 NAME_INFIX = "-exec-"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _NAME_ATTEMPTS = 3
+CLEANUP_TIMEOUT = 10.0  # seconds an engine call may take while we stop and remove the job
+KILL_GRACE = 2.0  # after a second signal: long enough for a healthy engine, short enough to feel at once
 
 
 class ExecRefused(Exception):
@@ -79,6 +82,12 @@ class OneShot:
         self.name = ""
 
     def run(self) -> int:
+        try:
+            return self._run()
+        except Interrupted as again:  # only a signal during cleanup gets here: the user will not wait
+            return again.exit_code
+
+    def _run(self) -> int:
         container_id = None
         with _stop_signals_raise():
             try:
@@ -109,13 +118,16 @@ class OneShot:
                 c.image, c.pull,
                 lambda p: self.note(f"pulling {c.image}: {p['layers_done']}/{p['layers']} layers, "
                                     f"{p['bytes'] / 1e6:.1f}/{p['bytes_total'] / 1e6:.1f} MB"),
-                on_pull=lambda: self.note(f"pulling {c.image}"))
+                on_pull=lambda: self.note(f"pulling {c.image}"), pull_timeout=self.site.pull_timeout)
         except ImageMissing as missing:
             raise ExecRefused(f"{missing} (containers.{c.role}.pull)") from None
         if pull_failure:
             self.note(f"pull of {c.image} failed ({pull_failure}); using the image already on this host")
 
     def _create(self) -> str:
+        # `exec --role db` before the daemon ever ran: the site network and volumes it names.
+        for created in Engine(self.site.name, self.client).ensure_site_resources(self.container):
+            self.note(f"created {created}")
         for attempt in range(_NAME_ATTEMPTS):
             self.name = oneshot_name(self.site.name)
             kwargs = oneshot_create_kwargs(self.site.name, self.container, self.command, self.name)
@@ -138,19 +150,46 @@ class OneShot:
             setattr(self, which, None)
 
     def _remove(self, container_id: str) -> None:
+        """Stop and remove the job; a signal meanwhile ends us at once (Interrupted escapes).
+
+        Every call is bounded: the job's client waits for ever (a job may be silent for
+        hours), but an engine that hangs now must not keep the command from ending.
+        """
         api = self.client.api
+        api.timeout = CLEANUP_TIMEOUT  # docker-py's stop adds the stop timeout to it
         try:
-            try:
-                api.stop(container_id, timeout=int(round(self.container.stop_timeout)))
-            except Interrupted:
-                self.note("second signal: killing the job now")
-            for signum in _STOP_SIGNALS:  # removal is quick and must not be cut short; restored on leaving
-                signal.signal(signum, signal.SIG_IGN)
+            api.stop(container_id, timeout=int(round(self.container.stop_timeout)))
             api.remove_container(container_id, force=True, v=True)  # and its anonymous volumes (the image's web volume)
         except docker.errors.NotFound:
             pass
+        except Interrupted as again:
+            self.note(f"{again} again: killing the job now")
+            if not self._kill_briefly(container_id):
+                self._say_left_behind(f"the engine did not answer within {KILL_GRACE:g}s")
+            raise
         except Exception as error:  # the job's status matters more; say what is left behind
-            self.note(f"could not remove {self.name} ({reason(error)}); remove it with `docker rm -f {self.name}`")
+            self._say_left_behind(reason(error))
+
+    def _kill_briefly(self, container_id: str) -> bool:
+        """Force-remove the job, waiting for the engine only KILL_GRACE: it may be the one that hangs.
+
+        On a thread, so that waiting is bounded whatever the socket does.
+        """
+        removed = threading.Event()
+
+        def kill() -> None:
+            try:
+                self.client.api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except Exception:  # the caller says what is left behind
+                return
+            removed.set()
+        threading.Thread(target=kill, daemon=True, name="oneshot-kill").start()
+        return removed.wait(KILL_GRACE)
+
+    def _say_left_behind(self, why: str) -> None:
+        self.note(f"could not remove {self.name} ({why}); remove it with `docker rm -f {self.name}`")
 
 
 def run_oneshot(site: Site, role: str, command: list[str], client: docker.DockerClient,

@@ -23,6 +23,7 @@ class RoleView:
     due: bool = True  # its backoff delay (if any) has passed
     counted_run: Run | None = None  # the run whose failure is already recorded
     last_container_id: str | None = None  # the container it last had
+    last_run: Run | None = None  # that container's last run seen
     probe_unhealthy_run: Run | None = None  # the run the daemon's probe gave up on
     probe_healthy: bool | None = None  # the daemon's probe, for the current run
     has_probe: bool = False
@@ -136,7 +137,9 @@ def new_failures(world: World) -> list[Failure]:
         if holder is None:
             gone = Run(view.last_container_id, gone=True)
             still_there = any(o.id == view.last_container_id for o in world.observed)  # renamed by a reload
-            if view.last_container_id and view.counted_run != gone and not still_there:
+            # Its last run's end already counted (an exit, then `docker rm`): one failure, not two.
+            counted_already = view.last_run is not None and view.counted_run == view.last_run
+            if view.last_container_id and view.counted_run != gone and not still_there and not counted_already:
                 failures.append(Failure(role, gone, Cause.REMOVED))
             continue
         if not world.owns(holder) or holder.role != role or holder.run == view.counted_run:
@@ -157,6 +160,7 @@ def plan(world: World) -> Plan:
     for image, pull in _image_pulls(world).items():
         if image in world.images_due and image not in world.images_busy:
             result.actions.append(ResolveImage(image, pull))
+    gaps = unmet_dependencies(world)
     for role, spec in world.desired.items():
         view = world.role(role)
         holder = world.holder(spec.name)
@@ -173,6 +177,11 @@ def plan(world: World) -> Plan:
             continue
         if holder is not None and holder.role != role:
             result.waiting[role] = f"{spec.name} to be freed by role {holder.role}"
+            continue
+        if role in gaps:
+            # Nothing is started, restarted or recreated while a dependency does not hold;
+            # a container that runs is left running.
+            result.waiting[role] = gaps[role]
             continue
         if not view.due:
             continue
@@ -201,7 +210,15 @@ def _action_for(role: str, spec: ContainerSpec, holder: Observed | None, view: R
         return Create(role, spec, replace=holder, reason="changed")
     if holder.running:
         # A running container whose current run was counted as a failure is unhealthy.
-        return Restart(role, holder) if view.counted_run == holder.run else None
+        if view.counted_run == holder.run:
+            return Restart(role, holder)
+        # A restart is not enough: the engine refuses to start a container whose link names
+        # a removed one ("Cannot link to a non running container"); a new one links afresh.
+        replaced = _linked_dependency_replaced(spec, holder, world)
+        return Create(role, spec, replace=holder, reason=f"linked dependency {replaced} was recreated") if replaced else None
+    replaced = _linked_dependency_replaced(spec, holder, world)
+    if replaced is not None:  # stopped while its dependency was recreated: a start would fail
+        return Create(role, spec, replace=holder, reason=f"linked dependency {replaced} was recreated")
     if holder.status in RESTARTABLE_STATES:
         # A container the engine refused to start may never start again (after a dockerd
         # restart: "task … already exists"); a fresh one from the same spec does.
@@ -237,6 +254,58 @@ def ready(world: World, role: str) -> bool:
     if holder.health not in (None, "healthy"):
         return False
     return not view.has_probe or view.probe_healthy is True
+
+
+def unmet_dependencies(world: World) -> dict[str, str]:
+    """Roles with a dependency that does not hold now, and which: `{"worker": "db (unhealthy)"}`."""
+    gaps = {}
+    for role, spec in world.desired.items():
+        for dependency, condition in spec.container.depends_on:
+            why = _dependency_gap(world, dependency, condition)
+            if why is not None:
+                gaps[role] = f"{dependency} ({why})"
+                break
+    return gaps
+
+
+def _dependency_gap(world: World, role: str, condition: str) -> str | None:
+    """Why `role` does not hold `condition` (started or healthy), or None when it does."""
+    spec = world.desired.get(role)
+    if spec is None:
+        return "not enabled"
+    holder = world.holder(spec.name)
+    if holder is None or not world.owns(holder):
+        return "not created"
+    if not holder.running:
+        return holder.status
+    view = world.role(role)
+    if view.busy:
+        return "restarting"  # being restarted or replaced: what runs now is on its way out
+    if condition == "started":
+        return None
+    if view.counted_run == holder.run or holder.health == "unhealthy" or (view.has_probe and view.probe_healthy is False):
+        return "unhealthy"
+    if not ready(world, role):
+        return "starting"
+    return None
+
+
+def _linked_dependency_replaced(spec: ContainerSpec, holder: Observed, world: World) -> str | None:
+    """A dependency reached through a legacy link and created after this container: the link names the old one.
+
+    The engine binds a link when the container is created, and refuses to start it once
+    the target is gone ("Cannot link to a non running container"). Level-triggered: it
+    holds after a daemon restart too. On a network with DNS, names follow recreated
+    containers, so nothing is recreated.
+    """
+    linked = {name for name, _ in spec.container.network.links}
+    for dependency, _ in spec.container.depends_on:
+        target = world.desired.get(dependency)
+        current = world.holder(target.name) if target else None
+        if (target and target.name in linked and current and world.owns(current) and current.created_at
+                and holder.created_at and current.created_at > holder.created_at):
+            return dependency
+    return None
 
 
 def _rollout_open(world: World) -> bool:

@@ -2,7 +2,8 @@
 
 The first restart is immediate, then `backoff` doubles up to `max_backoff`; a
 run that lasted `reset_after` starts the count afresh; more than `max_restarts`
-restarts within `window` is a crash loop and ends in `failed` until a reload.
+restarts within `window` is a crash loop and ends in `failed` until its `cooldown`
+has passed (then a fresh budget) or a reload.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class RestartTracker:
     recent: deque = field(default_factory=deque)  # times of counted restarts, pruned to `window`
     next_start_at: float | None = None
     failed: bool = False
+    retry_at: float | None = None  # when a failed container is tried again (its cooldown); None: never
     total: int = 0  # every restart since the daemon started, for status
 
     def delay_after_failure(self, now: float, uptime: float | None, *, counted: bool = True) -> float | None:
@@ -38,6 +40,7 @@ class RestartTracker:
         if counted and len(self.recent) >= self.policy.max_restarts:
             self.failed = True
             self.next_start_at = None
+            self.retry_at = None if self.policy.cooldown is None else now + self.policy.cooldown
             return None
         delay = backoff_delay(self.policy, self.consecutive)
         self.consecutive += 1
@@ -51,13 +54,22 @@ class RestartTracker:
         self.next_start_at = None
 
     def forgive(self, policy: RestartPolicy) -> None:
-        """A reload: new settings, and a failed container gets a new chance."""
+        """A reload, or a cooldown passed: new settings, and a failed container gets a fresh budget."""
         self.policy = policy
         if self.failed:
             self.failed = False
             self.consecutive = 0
             self.recent.clear()
             self.next_start_at = None
+            self.retry_at = None
+
+    def cooled_down(self, now: float) -> bool:
+        return self.failed and self.retry_at is not None and now >= self.retry_at
+
+    def clear_delay(self) -> None:
+        """Restart at once: the failures behind the delay were not the container's own."""
+        self.consecutive = 0
+        self.next_start_at = None
 
     def due(self, now: float) -> bool:
         return not self.failed and (self.next_start_at is None or now >= self.next_start_at)

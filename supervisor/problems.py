@@ -5,6 +5,7 @@ in one pass instead of one error per run.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 _MAX_SHOWN = 200  # long enough for a real path; a runaway value is still cut
@@ -25,8 +26,51 @@ class Problem:
 
 
 def show(value: object) -> str:
-    text = repr(value)
+    text = _bounded_repr(value, _MAX_SHOWN + 1)
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _bounded_repr(value: object, budget: int) -> str:
+    """repr(value), stopped once `budget` characters are written.
+
+    A value from YAML may share nodes through aliases and expand to millions of items:
+    repr() of it in full would take minutes and gigabytes only to be cut to a line.
+    """
+    parts: list[str] = []
+    used = 0
+    # Values still to write, last first; a container is opened into its parts.
+    stack: list[object] = [value]
+    while stack and used < budget:
+        item = stack.pop()
+        if isinstance(item, _Text):
+            text = item
+        elif isinstance(item, dict) and item:
+            text = "{"
+            entries: list[object] = [_Text("}")]
+            # Each entry writes at least one character, so no more than `budget` can show.
+            shown = list(itertools.islice(item.items(), budget))
+            for index, (key, inner) in enumerate(reversed(shown)):
+                entries += [inner, _Text(": "), key] + ([_Text(", ")] if index < len(shown) - 1 else [])
+            stack.extend(entries)
+        elif isinstance(item, (list, tuple)) and item:
+            opening, closing = ("[", "]") if isinstance(item, list) else ("(", ",)" if len(item) == 1 else ")")
+            text = opening
+            entries = [_Text(closing)]
+            shown = list(itertools.islice(item, budget))
+            for index, inner in enumerate(reversed(shown)):
+                entries += [inner] + ([_Text(", ")] if index < len(shown) - 1 else [])
+            stack.extend(entries)
+        elif isinstance(item, str):
+            text = repr(item[:budget])
+        else:
+            text = repr(item)[:budget]
+        parts.append(text)
+        used += len(text)
+    return "".join(parts)
+
+
+class _Text(str):
+    """Punctuation of a container being written, not a value to repr."""
 
 
 class ConfigError(Exception):

@@ -20,7 +20,8 @@ DATA_TARGET = "/opt/indico/data"
 SCRATCH_TARGET = "/opt/indico/scratch"
 VOLUME_KEYS = ["data", "scratch", "extra"]
 NETWORK_KEYS = ["links", "name"]
-RESTART_KEYS = ["backoff", "max_backoff", "reset_after", "max_restarts", "window"]
+RESTART_KEYS = ["backoff", "max_backoff", "reset_after", "max_restarts", "window", "cooldown"]
+CONDITIONS = ["started", "healthy"]
 HEALTH_KEYS = ["http", "tcp", "exec", "interval", "timeout", "retries", "start_period"]
 HEALTHCHECK_KEYS = ["test", "interval", "timeout", "retries", "start_period"]
 ENV_KEY_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -33,6 +34,7 @@ class SectionReader:
         self.r = reader
         self.base_dir = base_dir
         self.check_paths = check_paths
+        self.bind_paths: dict[Bind, str] = {}  # where each bind was written, for problems found later
 
     def command(self, node: object, path: str) -> tuple[tuple[str, ...] | None] | None:
         # Wrapped in a 1-tuple so "no command" (None: the image's CMD) differs from "invalid".
@@ -69,6 +71,7 @@ class SectionReader:
                 host = self.host_dir(body[key], key_path(path, key))
                 if host is not None:
                     binds[target] = Bind(host, target)
+                    self.bind_paths.setdefault(binds[target], key_path(path, key))
             elif target in current:
                 binds[target] = current[target]
             elif top_level:
@@ -81,6 +84,7 @@ class SectionReader:
                 bind = self.bind(item, key_path(key_path(path, "extra"), index))
                 if bind is not None:
                     binds[bind.target] = bind
+                    self.bind_paths.setdefault(bind, key_path(key_path(path, "extra"), index))
         else:
             self.r.problem(key_path(path, "extra"), 'expected a list of "HOST:CONTAINER" or "HOST:CONTAINER:ro"', extras)
         return tuple(binds.values())
@@ -96,7 +100,8 @@ class SectionReader:
         return host
 
     def bind(self, node: object, path: str) -> Bind | None:
-        hint = '"HOST:CONTAINER" or "HOST:CONTAINER:ro", both absolute paths'
+        hint = ('"HOST:CONTAINER" or "HOST:CONTAINER:ro" (HOST a path with a "/"), '
+                'or "VOLUME:CONTAINER" for a named volume')
         parts = node.split(":") if isinstance(node, str) else []
         if len(parts) not in (2, 3) or not all(parts[:2]) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             self.r.problem(path, f"not a bind; expected {hint}", node)
@@ -104,11 +109,19 @@ class SectionReader:
         if not parts[1].startswith("/"):
             self.r.problem(path, f"the container side must be an absolute path; expected {hint}", node)
             return None
+        read_only = len(parts) == 3 and parts[2] == "ro"
+        if "/" not in parts[0]:
+            # As `docker run -v pgdata:/var/lib/postgresql/data`: a named volume, kept across recreates.
+            if not re.fullmatch(NAME_PATTERN, parts[0]):
+                self.r.problem(path, "a volume name is letters, digits, '.', '_' or '-'; a host path needs a '/' "
+                                     "(./NAME for one next to the site file)", node)
+                return None
+            return Bind(parts[0], parts[1], read_only=read_only, named=True)
         host = os.path.normpath(os.path.join(self.base_dir, parts[0]))
         if self.check_paths and not os.path.exists(host):
             self.r.problem(path, f"no such file or directory on this host ({host}); create it first", node)
             return None
-        return Bind(host, parts[1], read_only=len(parts) == 3 and parts[2] == "ro")
+        return Bind(host, parts[1], read_only=read_only)
 
     def network(self, node: object, path: str) -> Network | None:
         body = self.r.mapping(node, path, NETWORK_KEYS)
@@ -158,12 +171,14 @@ class SectionReader:
             return None
         values = {}
         for key in RESTART_KEYS:
-            if key in body:
+            if key == "cooldown" and body.get(key) == "never":
+                values[key] = None  # today's crash loop: failed until a reload
+            elif key in body:
                 if key == "max_restarts":
                     values[key] = self.r.integer(body[key], key_path(path, key), minimum=0)
                 else:
                     values[key] = self.r.duration(body[key], key_path(path, key))
-        if any(v is None for v in values.values()):
+        if any(v is None for k, v in values.items() if not (k == "cooldown" and body.get(k) == "never")):
             return None
         policy = RestartPolicy(**{**inherited.__dict__, **values})
         if policy.max_backoff < policy.backoff:
@@ -262,3 +277,18 @@ class SectionReader:
         for key in bad:
             self.r.problem(key_path(path, str(key)), "expected a string", body[key])
         return None if bad else tuple(sorted((str(k), str(v)) for k, v in body.items()))
+
+    def depends_on(self, node: object, path: str) -> tuple[tuple[str, str], ...] | None:
+        """`{ROLE: started | healthy}`, or a list of roles (each `started`)."""
+        if isinstance(node, list):
+            roles = self.r.string_list(node, path, hint="a list of roles, or a mapping ROLE: started | healthy")
+            return None if roles is None else tuple((role, "started") for role in roles)
+        body = self.r.mapping(node, path, node.keys() if isinstance(node, dict) else [])
+        if body is None:
+            return None
+        found = []
+        for role, condition in body.items():
+            chosen = self.r.choice(condition, key_path(path, str(role)), CONDITIONS)
+            if chosen is not None:
+                found.append((str(role), chosen))
+        return tuple(found) if len(found) == len(body) else None

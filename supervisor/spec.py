@@ -58,8 +58,8 @@ class ContainerSpec:
             "labels": self.labels(),
             # Bind mounts (not legacy -v binds) so a missing host directory is an
             # error instead of an empty root-owned directory made by the engine.
-            "mounts": [{"Type": "bind", "Source": b.host, "Target": b.target, "ReadOnly": b.read_only}
-                       for b in c.binds],
+            "mounts": [{"Type": "volume" if b.named else "bind", "Source": b.host, "Target": b.target,
+                        "ReadOnly": b.read_only} for b in c.binds],
             # The engine must never restart on its own: restarts are ours, with backoff.
             "restart_policy": {"Name": "no"},
             "detach": True,
@@ -75,12 +75,26 @@ class ContainerSpec:
             kwargs["log_config"] = {"type": c.log_driver, "config": dict(c.log_options)}
         if c.stop_signal:
             kwargs["stop_signal"] = c.stop_signal
+        kwargs.update(_confinement(c))
         if c.healthcheck:
             h = c.healthcheck
             kwargs["healthcheck"] = {"test": list(h.test), "interval": int(h.interval * _NANOSECONDS),
                                      "timeout": int(h.timeout * _NANOSECONDS), "retries": h.retries,
                                      "start_period": int(h.start_period * _NANOSECONDS)}
         return kwargs
+
+
+def _confinement(c: Container) -> dict:
+    """No capabilities but those named, and no gaining any through setuid binaries.
+
+    Indico runs as an unprivileged user and needs none; a compromised worker then
+    cannot raw-socket, chown, or mknod even if it finds a way to UID 0. A container
+    allowed to run as root keeps the engine's defaults.
+    """
+    confined = {} if c.allow_root else {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
+    if c.cap_add:
+        confined["cap_add"] = list(c.cap_add)
+    return confined
 
 
 def oneshot_create_kwargs(site: str, container: Container, command: list[str], name: str) -> dict:
@@ -103,11 +117,14 @@ def spec_hash(container: Container, image_id: str | None) -> str:
 
     Restart policy, stop timeout, daemon probes, `enabled` and `pull` are left out:
     changing them must not bounce a running container (a pull that brings a new
-    image already changes `image_id`).
+    image already changes `image_id`). `allow_root` is in: it decides the
+    capability drop.
     """
     fields = asdict(container)
-    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "allow_root", "pull"):
+    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "pull", "depends_on", "allow_host_access"):
         fields.pop(daemon_only)
+    # Host binds hash as they always did, so an upgrade adopts its running containers.
+    fields["binds"] = [{k: v for k, v in b.items() if k != "named" or v} for b in fields["binds"]]
     fields["image_id"] = image_id
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]

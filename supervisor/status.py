@@ -18,7 +18,8 @@ class State(str, Enum):
     STARTING = "starting"  # an action is under way, or not yet started
     RUNNING = "running"
     BACKOFF = "backoff"  # exited or unhealthy; restarting after a delay
-    FAILED = "failed"  # crash loop: no more restarts until a reload
+    FAILED = "failed"  # crash loop: no more restarts until its cooldown passes, or a reload
+    WAITING = "waiting"  # for a dependency to hold (started, or healthy): not its own fault
     BLOCKED = "blocked"  # its name is held by a container we do not own
     STOPPING = "stopping"
     STOPPED = "stopped"
@@ -51,6 +52,8 @@ def status_line(statuses: list[RoleStatus], now: float) -> str:
                 parts.append(f"{s.role} {s.health}")
         elif s.state is State.BACKOFF and s.next_restart_at is not None:
             parts.append(f"{s.role} restarting in {max(0, round(s.next_restart_at - now))}s")
+        elif s.state is State.WAITING:
+            parts.append(f"{s.role} waiting for {s.detail}")
         else:
             parts.append(f"{s.role} {s.state.value}")
     return "; ".join(parts)
@@ -77,30 +80,63 @@ def write_state(path: str, payload: dict) -> None:
 def state_payload(site: str, config: str, statuses: list[RoleStatus], daemon: str,
                   reload_refused: bool = False) -> dict:
     # reload_refused: the last reload was refused and none applied since (`status --check` is critical).
-    return {"site": site, "config": config, "pid": os.getpid(), "daemon": daemon, "updated_at": time.time(),
-            "reload_refused": reload_refused, "containers": [{**asdict(s), "state": s.state.value} for s in statuses]}
+    return {"site": site, "config": config, "pid": os.getpid(), "pid_started": process_started(os.getpid()),
+            "daemon": daemon, "updated_at": time.time(), "reload_refused": reload_refused,
+            "containers": [{**asdict(s), "state": s.state.value} for s in statuses]}
 
 
 def read_state(path: str) -> dict | None:
+    """The state file, or None; rows that are not a role's mapping are left out, never a KeyError later."""
     try:
         with open(path) as stream:
-            return json.load(stream)
+            state = json.load(stream)
     except (OSError, ValueError):
         return None
+    if not isinstance(state, dict):
+        return None
+    rows = state.get("containers")
+    state["containers"] = [r for r in rows if isinstance(r, dict) and r.get("role")] if isinstance(rows, list) else []
+    return state
 
 
 def daemon_alive(state: dict | None) -> bool:
+    """Whether the daemon that wrote `state` still runs: its PID alive and not recycled by another process."""
     if not state or state.get("daemon") != "running":
         return False
     try:
-        os.kill(int(state["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+        pid = int(state["pid"])
+    except (TypeError, ValueError, KeyError):
         return False
-    return True
+    started = process_started(pid)
+    if started is None:
+        return False
+    if state.get("pid_started") is not None:  # a re-exec keeps PID and start time: still ours
+        return started == state["pid_started"]
+    return _runs_our_daemon(pid)  # a state file written before start times were recorded
+
+
+def process_started(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat's 22nd field), or None if none runs."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            stat = stream.read()
+        # The command name (field 2) may hold spaces and parentheses: count fields after its last ")".
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _runs_our_daemon(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            argv = stream.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return "run" in argv and any("supervisor" in arg for arg in argv)
 
 
 def render_table(rows: list[dict], now: float) -> str:
-    header = ("ROLE", "NAME", "STATE", "HEALTH", "RESTARTS", "UPTIME", "IMAGE", "NEXT RESTART")
+    header = ("ROLE", "NAME", "STATE", "HEALTH", "RESTARTS", "UPTIME", "IMAGE", "NEXT TRY")
     lines = [header]
     for row in rows:
         started = row.get("started_at")

@@ -119,6 +119,9 @@ MISTAKES = {
     "extra_bind_without_container_side": Mistake(
         HEAD + 'containers:\n  worker:\n    volumes: {extra: ["@DATA@:/etc/a", "/srv/certs"]}\n',
         "containers.worker.volumes.extra[1]", "/srv/certs", '"HOST:CONTAINER" or "HOST:CONTAINER:ro"'),
+    "extra_volume_with_a_bad_name": Mistake(
+        HEAD + 'containers:\n  worker:\n    volumes: {extra: ["pg data:/var/lib/postgresql/data"]}\n',
+        "containers.worker.volumes.extra[0]", "pg data:/var/lib/postgresql/data", "a volume name is"),
     "extra_bind_with_bad_mode": Mistake(
         'user: "1000:1000"\nvolumes: {data: "@DATA@", scratch: "@SCRATCH@", extra: ["certs:/etc/certs:readonly"]}\n'
         "containers: {worker: {}}\n",
@@ -344,11 +347,10 @@ def example_site(tmp_path: Path) -> Path:
     return write_site(tmp_path, text.replace("/srv/indico/data", "@DATA@").replace("/srv/indico/scratch", "@SCRATCH@"))
 
 
-def test_example_site_resolves_to_the_readme_worker_and_celery(tmp_path):
+def test_example_site_resolves_to_the_readme_worker_and_celery_on_a_site_network(tmp_path):
     site = load_site(str(example_site(tmp_path)))
 
     worker, celery = site.containers
-    links = (("indico-db", "indico-db"), ("indico-redis", "indico-redis"))
     binds = (Bind(str(tmp_path / "data"), "/opt/indico/data"), Bind(str(tmp_path / "scratch"), "/opt/indico/scratch"))
     assert site.name == "indico" and site.stop_on_exit == "stop"
     assert (worker.role, worker.name, worker.command) == ("worker", "indico-worker", ("run",))
@@ -357,7 +359,7 @@ def test_example_site_resolves_to_the_readme_worker_and_celery(tmp_path):
         assert (container.uid, container.gid, container.user) == (1000, 1000, "1000:1000")
         assert (container.image, container.pull) == ("indico-worker:latest", "missing")
         assert container.binds == binds
-        assert container.network == Network(links=links)
+        assert container.network == Network(name="indico")  # the recommended site network
         assert container.enabled
     assert (worker.stop_timeout, celery.stop_timeout) == (60.0, 300.0)
     # The image's HEALTHCHECK watches both (a daemon http probe would get Indico's 404).
@@ -397,7 +399,7 @@ def test_relative_host_paths_resolve_against_the_config_files_directory(tmp_path
     conf = tmp_path / "etc"
     for d in ("etc/data", "etc/scratch", "etc/certs"):
         (tmp_path / d).mkdir(parents=True)
-    (conf / "site.yaml").write_text('user: "1000:1000"\nvolumes: {data: data, scratch: ./scratch, extra: ["certs:/etc/certs:ro"]}\n'
+    (conf / "site.yaml").write_text('user: "1000:1000"\nvolumes: {data: data, scratch: ./scratch, extra: ["./certs:/etc/certs:ro"]}\n'
                                     "containers: {worker: {}}\n")
     monkeypatch.chdir("/")
 
@@ -442,7 +444,7 @@ def test_check_config_prints_the_resolved_containers_and_exits_0(tmp_path, capsy
     assert "worker: indico-worker" in out and "celery: indico-celery" in out
     assert "  command  run" in out and "  command  celery" in out
     assert f"  mount    {tmp_path / 'data'} -> /opt/indico/data" in out
-    assert "  links    indico-db, indico-redis" in out
+    assert "  network  indico" in out
     assert out.rstrip().endswith(f"{file}: OK")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -140,3 +141,28 @@ def test_sigusr2_reexecs_under_the_same_pid_and_adopts_without_a_bounce(run_daem
     daemon.wait_event("container_restarted", role="worker")
     assert daemon.stop() == 0
     assert site_containers(docker_client, site_name) == {}
+
+
+def test_sigusr2_reexec_never_imports_a_supervisor_package_from_the_working_directory(run_daemon, docker_client,
+                                                                                       site_name, tmp_path):
+    # systemd starts the installed entry point; an admin may have a checkout (or worse) in the daemon's cwd.
+    decoy = tmp_path / "cwd"
+    (decoy / "supervisor").mkdir(parents=True)
+    marker = tmp_path / "decoy-imported"
+    (decoy / "supervisor" / "__init__.py").write_text(
+        f"import pathlib, sys\npathlib.Path({str(marker)!r}).write_text('imported')\nsys.exit(99)\n")
+    (decoy / "supervisor" / "__main__.py").write_text("")
+    daemon = run_daemon({"worker": {}})
+    entry_point = os.path.join(os.path.dirname(sys.executable), "indico-supervisor")
+    with open(daemon.log_path, "a") as log:
+        daemon.process = subprocess.Popen([entry_point, "run", "--config", str(daemon.config_path), "--log-level", "debug"],
+                                          stdout=log, stderr=subprocess.STDOUT, env=daemon.env, cwd=decoy)
+    daemon.wait_ready()
+
+    daemon.signal(signal.SIGUSR2)
+    started = daemon.wait_event("daemon_started", count=2)
+    assert int(started["pid"]) == daemon.process.pid
+    daemon.wait_event("daemon_ready", count=2)
+    assert not marker.exists()
+    assert daemon.process.poll() is None
+    assert daemon.stop() == 0

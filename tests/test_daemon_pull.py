@@ -232,3 +232,40 @@ def test_pull_never_with_the_image_missing_says_so_and_the_rest_of_the_site_runs
     daemon.wait_event("image_unavailable", image=missing, count=2, timeout=30)  # retried later, still missing
     assert snapshot(docker_client, site_name) == before
     assert not daemon.events("daemon_ready")  # the site is not all up, so not ready
+
+
+@pytest.fixture
+def stalling_registry(registry):
+    """The session registry behind a proxy on another loopback port whose blob downloads can be made to hang."""
+    from tests.proxies import FreezingProxy
+    host, _, port = registry.partition(":")
+    proxy = FreezingProxy(("127.0.0.1", 0), (host, int(port)))
+    yield proxy
+    proxy.close()
+
+
+def blob_download(request: bytes) -> bool:
+    return request.startswith(b"GET /v2/") and b"/blobs/" in request.split(b"\r\n", 1)[0]
+
+
+def test_a_stalled_pull_is_abandoned_after_pull_timeout_and_retried_until_it_succeeds(
+        tags, run_daemon, docker_client, site_name, registry, stalling_registry, busybox):
+    ref = f"{registry}/{site_name}/worker:1"
+    via_proxy = f"127.0.0.1:{stalling_registry.port}/{site_name}/worker:1"
+    tags += [ref, via_proxy]
+    pushed_id = build_distinct(docker_client, busybox, ref)
+    publish_only(docker_client, ref)
+    stalling_registry.freeze(blob_download)  # the manifest comes, the layers never do
+
+    daemon = run_daemon({"worker": {"image": via_proxy, "pull": "missing"}}, pull_timeout="2s").start()
+    stalled = daemon.wait_event("image_unavailable", image=via_proxy, timeout=90)
+    assert "no progress for 2s" in stalled["reason"] and stalled["priority"] == ERROR, stalled
+    assert stalling_registry.matching(blob_download) >= 1  # it did stall on a layer, not fail before
+    daemon.wait_event("image_unavailable", image=via_proxy, count=2, timeout=90)  # retried, stalled again
+
+    stalling_registry.freeze(None)
+    stalling_registry.cut_frozen()  # the registry recovers; dockerd's own stuck downloads end with it
+    daemon.wait_ready(timeout=120)
+    assert site_containers(docker_client, site_name)[f"{site_name}-worker"].status == "running"
+    assert image_of(docker_client, site_name, f"{site_name}-worker") == pushed_id
+    assert len(daemon.events("image_pulling", image=via_proxy)) >= 3

@@ -221,3 +221,71 @@ def test_the_job_matches_the_daemons_worker_and_the_daemon_leaves_it_alone(
     assert output == "finished\n"
     assert jobs() == []
     assert daemon.events("container_started", role="worker") and not daemon.events("container_removing")
+
+
+@pytest.fixture
+def hanging_engine(tmp_path):
+    from tests.proxies import FreezingProxy, engine_socket_path
+    proxy = FreezingProxy(str(tmp_path / "engine.sock"), engine_socket_path())
+    yield proxy
+    proxy.close()
+
+
+def start_exec_through(config: Path, proxy, stderr_path: Path, *command: str) -> subprocess.Popen:
+    with open(stderr_path, "w") as stderr:
+        return subprocess.Popen(exec_args(config, *command), stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                                cwd=ROOT, env={**os.environ, "DOCKER_HOST": proxy.docker_host})
+
+
+def test_a_second_ctrl_c_ends_exec_at_once_with_130_when_the_engine_hangs_in_cleanup(
+        site_file, jobs, hanging_engine, tmp_path):
+    errors = tmp_path / "exec.err"
+    process = start_exec_through(site_file(), hanging_engine, errors, *SLEEPER)
+    job = running_job(jobs)
+    hanging_engine.freeze()
+    process.send_signal(signal.SIGINT)
+    wait_until(lambda: "SIGINT: stopping" in errors.read_text(), what="the first signal's stop to begin")
+
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"exec still waits for the hung engine after a second SIGINT:\n{errors.read_text()}")
+    assert process.returncode == 130
+    said = errors.read_text()
+    assert "Traceback" not in said
+    assert f"docker rm -f {job.name}" in said  # what may be left behind, and how to remove it
+
+
+def test_cleanup_calls_give_up_on_a_hung_engine_and_say_what_is_left(site_file, jobs, hanging_engine, tmp_path):
+    errors = tmp_path / "exec.err"
+    process = start_exec_through(site_file(stop={"timeout": "1s"}), hanging_engine, errors, *SLEEPER)
+    job = running_job(jobs)
+    hanging_engine.freeze()
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"exec's cleanup waits for ever on a hung engine:\n{errors.read_text()}")
+    assert process.returncode == 130
+    said = errors.read_text()
+    assert "Traceback" not in said
+    assert f"could not remove {job.name}" in said and f"docker rm -f {job.name}" in said
+
+
+def test_a_second_ctrl_c_with_a_healthy_engine_kills_and_removes_the_job_at_once(site_file, jobs, tmp_path):
+    errors = tmp_path / "exec.err"
+    with open(errors, "w") as stderr:
+        process = subprocess.Popen(exec_args(site_file(stop={"timeout": "5m"}), "sh", "-c", "trap '' TERM INT; "
+                                             "while :; do sleep 0.2; done"), stderr=stderr, cwd=ROOT)
+    running_job(jobs)
+    process.send_signal(signal.SIGINT)
+    wait_until(lambda: "SIGINT: stopping" in errors.read_text(), what="the first signal's stop to begin")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130, errors.read_text()
+    assert "could not remove" not in errors.read_text()
+    assert jobs() == []

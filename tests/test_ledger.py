@@ -96,7 +96,8 @@ class Replay:
         spec = ContainerSpec(spec_site, c, IMAGE_ID)
         base = Observed(id=changes.pop("id", f"{c.role}-{self.serial:04d}"), name=c.name, site=spec_site,
                         role=c.role, spec_hash=spec.hash, image_id=IMAGE_ID, status=status,
-                        started_at=1_700_000_000.0 + self.t, observed_at=self.t)
+                        started_at=1_700_000_000.0 + self.t, created_at=1_700_000_000.0 + self.t,
+                        observed_at=self.t)
         return replace(base, **changes)
 
     def step(self) -> list:

@@ -1,5 +1,7 @@
+import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -21,12 +23,12 @@ def systemd(tmp_path):
 @pytest.fixture
 def notifier_for(monkeypatch):
     """A Notifier in a process environment holding exactly these systemd variables."""
-    def make(env, pid=None):
+    def make(env, pid=None, on_dropped=None):
         for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             monkeypatch.delenv(key, raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        return Notifier(pid=pid)
+        return Notifier(pid=pid, on_dropped=on_dropped)
     return make
 
 
@@ -141,3 +143,38 @@ def test_abstract_socket_name(notifier_for):
         assert listener.recv(4096) == b"READY=1"
     finally:
         listener.close()
+
+
+def test_a_listener_that_never_reads_cannot_block_the_sender_and_the_drop_is_reported_once(systemd, notifier_for):
+    path, listener = systemd  # bound, never read: its queue fills after a few hundred datagrams
+    drops = []
+    notifier = notifier_for({"NOTIFY_SOCKET": path}, on_dropped=drops.append)
+
+    def send_many():
+        for n in range(5000):
+            notifier.status(f"turn {n}")
+            notifier.watchdog()
+    sender = threading.Thread(target=send_many, daemon=True)
+    sender.start()
+    sender.join(timeout=30)
+
+    assert not sender.is_alive(), "the sender blocked on a full notify socket"
+    assert len(drops) == 1
+    assert drops[0].startswith(("STATUS=turn", "WATCHDOG=1"))
+    assert listener.recv(4096) == b"STATUS=turn 0"  # what fitted was delivered, in order
+
+
+def test_after_the_listener_drains_a_new_drop_is_reported_again(systemd, notifier_for):
+    path, listener = systemd
+    drops = []
+    notifier = notifier_for({"NOTIFY_SOCKET": path}, on_dropped=drops.append)
+    while not drops:
+        notifier.watchdog()
+    listener.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            listener.recv(4096)
+    notifier.status("drained")
+    while len(drops) < 2:
+        notifier.watchdog()
+    assert drops == ["WATCHDOG=1", "WATCHDOG=1"]

@@ -19,10 +19,12 @@ import pytest
 
 from supervisor.config import load_site
 from supervisor.model import Bind, Container, Healthcheck, Network, Port, Probe, RestartPolicy
-from supervisor.spec import LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec, desired_specs, spec_hash
+from supervisor.spec import (LABEL_HASH, LABEL_ROLE, LABEL_SITE, ContainerSpec, desired_specs, oneshot_create_kwargs,
+                             spec_hash)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_ID = "sha256:" + "ab" * 32
+PRE_CONFINEMENT_HASH = "88eb0f702c4d7daa2ce9c3bf"  # BASE's hash before containers dropped their capabilities
 
 BASE = Container(
     role="worker", name="indico-worker", image="indico-worker:latest", pull="missing", command=("run",),
@@ -77,6 +79,8 @@ ENGINE_CHANGES = {
     "healthcheck_removed": replace(BASE, healthcheck=None),
     "stop_signal": replace(BASE, stop_signal="SIGQUIT"),
     "name": replace(BASE, name="indico-worker-2"),
+    "allow_root": replace(BASE, allow_root=True),  # keeps the engine's default capabilities
+    "cap_add": replace(BASE, cap_add=("CAP_NET_BIND_SERVICE",)),
 }
 ENGINE_CHANGES["network_name_changed"] = replace(BASE, network=Network(name="indico-net-2"))
 
@@ -86,7 +90,6 @@ DAEMON_ONLY_CHANGES = {
     "probe": replace(BASE, probe=Probe("tcp", port=9090, interval=1.0)),
     "no_probe": replace(BASE, probe=None),
     "enabled": replace(BASE, enabled=False),
-    "allow_root": replace(BASE, allow_root=True),
     "pull": replace(BASE, pull="always"),
 }
 
@@ -249,3 +252,32 @@ def test_create_kwargs_leave_out_what_is_not_set():
     assert kwargs["network"] == "indico-net"
     for key in ("links", "ports", "stop_signal", "healthcheck", "log_config"):
         assert key not in kwargs
+
+
+def test_create_kwargs_drop_every_capability_and_forbid_gaining_privileges():
+    kwargs = ContainerSpec("indico", BASE, IMAGE_ID).create_kwargs()
+    assert kwargs["cap_drop"] == ["ALL"]
+    assert kwargs["security_opt"] == ["no-new-privileges"]
+    assert "cap_add" not in kwargs
+
+
+def test_create_kwargs_add_back_only_the_capabilities_named():
+    kwargs = ContainerSpec("indico", replace(BASE, cap_add=("CAP_NET_BIND_SERVICE",)), IMAGE_ID).create_kwargs()
+    assert (kwargs["cap_drop"], kwargs["cap_add"]) == (["ALL"], ["CAP_NET_BIND_SERVICE"])
+
+
+def test_a_container_allowed_root_keeps_the_engine_default_capabilities():
+    kwargs = ContainerSpec("indico", replace(BASE, uid=0, allow_root=True), IMAGE_ID).create_kwargs()
+    for key in ("cap_drop", "security_opt", "cap_add"):
+        assert key not in kwargs
+
+
+def test_a_oneshot_job_is_confined_like_its_role():
+    kwargs = oneshot_create_kwargs("indico", replace(BASE, cap_add=("CAP_CHOWN",)), ["indico", "db", "prepare"], "job")
+    assert kwargs["cap_drop"] == ["ALL"] and kwargs["security_opt"] == ["no-new-privileges"]
+    assert kwargs["cap_add"] == ["CAP_CHOWN"]
+
+
+def test_the_capability_drop_changes_the_hash_of_a_container_created_before_it():
+    # An upgrade recreates each container once, confined; never adopts an unconfined one as current.
+    assert spec_hash(BASE, IMAGE_ID) != PRE_CONFINEMENT_HASH

@@ -178,3 +178,56 @@ def test_exec_array_healthcheck_is_stored_as_cmd(docker_client, busybox, site_na
     assert container.attrs["Config"]["Healthcheck"]["Test"] == ["CMD", "true"]
     assert container.attrs["Config"]["Cmd"] == ["sleep", "600"]
     assert container.attrs["Config"]["Labels"][LABEL_ROLE] == "celery"
+
+
+def capability_lines(container) -> dict:
+    container.start()
+    assert container.wait(timeout=30)["StatusCode"] == 0, container.logs().decode()
+    return dict(line.split(":\t") for line in container.logs().decode().splitlines())
+
+
+def test_every_capability_is_dropped_and_no_new_privileges_is_set_in_the_kernel(
+        docker_client, busybox, site_name, tmp_path):
+    site = engine_site(tmp_path, site_name, busybox, f"""\
+        worker:
+          name: {site_name}-worker
+          command: [grep, -E, "^(CapBnd|NoNewPrivs)", /proc/self/status]
+        """, top="network: {links: []}\n")
+
+    spec, container = create(docker_client, busybox, site)
+    host = container.attrs["HostConfig"]
+
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert not host.get("CapAdd")
+    # What the process really holds, not only what the engine stored.
+    assert capability_lines(container) == {"CapBnd": "0000000000000000", "NoNewPrivs": "1"}
+
+
+def test_cap_add_gives_back_only_the_capabilities_named(docker_client, busybox, site_name, tmp_path):
+    site = engine_site(tmp_path, site_name, busybox, f"""\
+        worker:
+          name: {site_name}-worker
+          command: [grep, -E, "^(CapBnd|NoNewPrivs)", /proc/self/status]
+          cap_add: [NET_BIND_SERVICE]
+        """, top="network: {links: []}\n")
+
+    spec, container = create(docker_client, busybox, site)
+
+    assert container.attrs["HostConfig"]["CapDrop"] == ["ALL"]
+    assert container.attrs["HostConfig"]["CapAdd"] == ["CAP_NET_BIND_SERVICE"]
+    assert capability_lines(container) == {"CapBnd": f"{1 << 10:016x}", "NoNewPrivs": "1"}  # bit 10: NET_BIND_SERVICE
+
+
+def test_a_container_allowed_root_keeps_the_engine_defaults(docker_client, busybox, site_name, tmp_path):
+    site = engine_site(tmp_path, site_name, busybox, f"""\
+        worker:
+          name: {site_name}-worker
+          user: "0:0"
+          allow_root: true
+        """, top="network: {links: []}\n")
+
+    spec, container = create(docker_client, busybox, site)
+
+    assert not container.attrs["HostConfig"].get("CapDrop")
+    assert not container.attrs["HostConfig"].get("SecurityOpt")
