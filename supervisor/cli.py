@@ -87,7 +87,7 @@ def _check_config(args: argparse.Namespace) -> int:
     site = load_site(args.config)
     print(describe_site(site))
     for warning in warnings(site.monitoring):
-        print(f"warning: {warning}")
+        print(f"WARNING  {warning}")
     print(f"\n{args.config}: OK")
     return 0
 

@@ -114,14 +114,14 @@ def test_a_non_loopback_listen_without_public_is_a_config_problem(tmp_path, list
 def test_a_public_listen_passes_check_config_with_a_warning(tmp_path):
     done = check_config(tmp_path, {"listen": "0.0.0.0:9150", "public": True})
     assert done.returncode == 0, done.stderr
-    assert "warning: metrics.listen: 0.0.0.0:9150" in done.stdout
+    assert "WARNING  metrics.listen: 0.0.0.0:9150" in done.stdout
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1:9150", "[::1]:9150", "localhost:9150"])
 def test_a_loopback_listen_passes_check_config_without_a_warning(tmp_path, listen):
     done = check_config(tmp_path, {"listen": listen})
     assert done.returncode == 0, done.stderr
-    assert "warning" not in done.stdout
+    assert "WARNING" not in done.stdout
 
 
 @pytest.mark.parametrize("listen", ["9150", "127.0.0.1:", "127.0.0.1:99999", 9150])
