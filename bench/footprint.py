@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import time
+import urllib.request
 
 from bench.lab import Lab, logged, say
 from bench.report import Result, median, p95
@@ -22,6 +24,13 @@ SOAK_WARMUP = 30.0  # seconds of the soak left out of the first RSS window (impo
 RSS_GROWTH_LIMIT_MB = 2.0  # "does not grow": the last minute's median RSS within this of the first minute's
 SOAK_RESTART = {"backoff": "1s", "max_backoff": "10s", "reset_after": "10s", "max_restarts": 1000, "window": "10m"}
 _TICKS = os.sysconf("SC_CLK_TCK")
+METRICS_SCRAPE_EVERY = 15.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -38,15 +47,23 @@ def cpu_seconds(pid: int) -> float:
 
 def run_idle(lab: Lab, quick: bool) -> Result:
     duration = 15.0 if quick else 60.0
-    daemon = lab.site({f"r{i:02d}": {} for i in range(IDLE_CONTAINERS)})
+    # BENCH_IDLE_METRICS: off (default), on (the endpoint listening, never asked),
+    # scraped (asked every METRICS_SCRAPE_EVERY s, Prometheus's default interval).
+    metrics = os.environ.get("BENCH_IDLE_METRICS", "off")
+    port = _free_port()
+    top = {"metrics": {"listen": f"127.0.0.1:{port}"}} if metrics in ("on", "scraped") else {}
+    daemon = lab.site({f"r{i:02d}": {} for i in range(IDLE_CONTAINERS)}, **top)
     daemon.start("--log-level", "info")
     daemon.wait_ready(120)
     time.sleep(5)  # the first resync and state file after READY are start-up, not idling
     pid = daemon.process.pid
     rss, bursts, cpu0, began = [], [], cpu_seconds(pid), time.monotonic()
-    last = cpu0
+    last, next_scrape = cpu0, began
     while time.monotonic() - began < duration:
         rss.append(rss_mb(pid))
+        if metrics == "scraped" and time.monotonic() >= next_scrape:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+            next_scrape += METRICS_SCRAPE_EVERY
         time.sleep(1.0)
         now = cpu_seconds(pid)
         if now > last:
@@ -54,7 +71,8 @@ def run_idle(lab: Lab, quick: bool) -> Result:
         last = now
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - began) * 100
     say(f"idle: RSS max {max(rss):.1f} MB, CPU {cpu:.2f} %")
-    result = Result("idle", f"Idle footprint: the daemon with {IDLE_CONTAINERS} containers over {duration:g} s",
+    result = Result("idle", f"Idle footprint: the daemon with {IDLE_CONTAINERS} containers over {duration:g} s"
+                    f"{'' if metrics == 'off' else f', metrics {metrics}'}",
                     ("measure", "value", "target"))
     result.rows += [("RSS max MB", max(rss), f"≤ {RSS_TARGET_MB:g}"), ("RSS median MB", median(rss), ""),
                     ("CPU % of one core (utime+stime / wall)", cpu, f"≤ {CPU_TARGET_PERCENT:g}"),

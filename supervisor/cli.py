@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     status = command("status", _status, "show the site's containers as the daemon and the engine see them")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--check", action="store_true",
+                        help="monitoring check: one line; exit 0 all running and healthy, 1 something on its way, "
+                             "2 something failed, a refused reload, or the daemon down (Nagios plugin convention)")
     exec_ = command("exec", _exec, "run a one-shot command (e.g. make-config, indico db prepare) in a container "
                                    "with a role's image, user, volumes, network and env; its output and exit "
                                    "status are ours, and it is removed afterwards. No stdin or TTY: interactive "
@@ -80,8 +83,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_config(args: argparse.Namespace) -> int:
     from .describe import describe_site
+    from .monitoring import warnings
     site = load_site(args.config)
     print(describe_site(site))
+    for warning in warnings(site.monitoring):
+        print(f"WARNING  {warning}")
     print(f"\n{args.config}: OK")
     return 0
 
@@ -155,6 +161,11 @@ def _status(args: argparse.Namespace) -> int:
     from .engine import Engine, is_unreachable, reason
     from .status import daemon_alive, read_state, render_table, state_path
 
+    if args.check:
+        from .check import run_check
+        code, line = run_check(args.config)
+        print(line)
+        return code
     site = load_site(args.config, check_paths=False)  # a missing bound directory is a thing to show, not a refusal
     state = read_state(state_path(site.name))
     alive = daemon_alive(state)

@@ -15,6 +15,7 @@ import yaml
 from . import hostaccess, yamlload
 from .capabilities import read_cap_add
 from .model import Bind, Container, Network, RestartPolicy, Site
+from .monitoring import read_monitoring
 from .problems import ConfigError, Problem
 from .schema import Reader, key_path
 from .sections import NAME_PATTERN, SectionReader
@@ -29,7 +30,8 @@ ROLE_DEFAULTS = {
 }
 
 SITE_KEYS = ["site", "image", "pull", "user", "volumes", "network", "env", "restart",
-             "stop", "containers", "log_driver", "log_options", "pull_timeout"]
+             "stop", "containers", "log_driver", "log_options", "pull_timeout",
+             "metrics", "alerts"]
 CONTAINER_KEYS = ["image", "pull", "command", "user", "allow_root", "volumes", "network",
                   "env", "ports", "restart", "stop_timeout", "stop_signal", "health",
                   "healthcheck", "enabled", "name", "log_driver", "log_options", "depends_on", "cap_add", "allow_host_access"]
@@ -114,9 +116,11 @@ class SiteReader:
         on_exit = self.r.choice(stop.get("on_exit", "stop"), "stop.on_exit", ["stop", "leave"])
         pull_timeout = self.r.duration(top.get("pull_timeout", 120), "pull_timeout", positive=True)
         containers = self._containers(top.get("containers"), defaults, "user" in top)
+        monitoring = read_monitoring(self.r, top)
         if name is None or on_exit is None or containers is None or pull_timeout is None:
             return None
-        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit, pull_timeout=pull_timeout)
+        return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit, pull_timeout=pull_timeout,
+                    monitoring=monitoring)
 
     def _containers(self, node: object, defaults: dict, has_user: bool) -> tuple[Container, ...] | None:
         if node is None or node == {}:

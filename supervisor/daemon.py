@@ -25,6 +25,7 @@ from .inbox import (ActionDone, ActionFailed, ContainerDied, ContainerGone, Cont
                     Inbox, PullProgress, PullStarted, SignalReceived, SiteResourceCreated)
 from .ledger import Event, Ledger, Now
 from .model import Site
+from .monitoring import Published, observers_for
 from .notify import Notifier
 from .plan import Resync, Stop
 from .problems import ConfigError
@@ -73,9 +74,11 @@ class Daemon:
         self.written_state: tuple | None = None
         self.written_at = 0.0
         self.watcher_stop = threading.Event()
+        self.reload_refused = False  # until a reload applies: `status --check` is critical meanwhile
         self.reopener = Reopener()
         self.missed = MissedEvents()
         self._learn_secrets(site)
+        self.observers = observers_for(site, self.log)  # metrics, alerts: fed from this thread only
         # Every message the inbox carries, and what it changes. Each returns the events to log.
         self.handlers: dict[type, Callable[[object], list[Event] | None]] = {
             SignalReceived: self.on_signal,
@@ -141,6 +144,7 @@ class Daemon:
             deadlines.append(self.missed.deadline())
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
+        deadlines += [d for d in (o.deadline() for o in self.observers) if d is not None]
         return max(0.0, min(d for d in deadlines if d > self.last_tick_at) - now)
 
     def _start(self, action, now: Now) -> None:
@@ -216,10 +220,10 @@ class Daemon:
             self.begin_stop("SIGUSR2", leave=True)
 
     def on_pull_started(self, message: PullStarted) -> None:
-        self.log.info("image_pulling", image=message.image)
+        self._log([Event("info", "image_pulling", None, {"image": message.image})])
 
     def on_pull_progress(self, message: PullProgress) -> None:
-        self.log.info("image_pull_progress", image=message.image, **message.progress)
+        self._log([Event("info", "image_pull_progress", None, {"image": message.image, **message.progress})])
         if not self.ready_sent:
             self.notifier.extend_timeout(60)
 
@@ -236,21 +240,30 @@ class Daemon:
             logs.add_secrets(logs.secrets_in_file(error.file))  # problems echo values; its secrets are new
             for problem in error.problems:
                 self.log.error("config_problem", file=error.file, key=problem.path, problem=problem.render())
-            self.log.error("reload_refused", file=error.file, problems=len(error.problems),
-                           hint="the running configuration and containers are kept as they are")
+            self.reload_refused = True
+            self._log([Event("error", "reload_refused", None, {
+                "file": error.file, "problems": len(error.problems),
+                "hint": "the running configuration and containers are kept as they are"})])
             done()
             return
         if site.name != self.site.name:
-            self.log.error("reload_refused", file=self.config_path, key="site", value=site.name,
-                           hint=f"the site name cannot change on reload (running: {self.site.name}); restart the daemon")
+            self.reload_refused = True
+            self._log([Event("error", "reload_refused", None, {
+                "file": self.config_path, "key": "site", "value": site.name,
+                "hint": f"the site name cannot change on reload (running: {self.site.name}); restart the daemon"})])
             done()
             return
         before = {c.role: spec_hash(c, None) for c in self.site.enabled()}
         after = {c.role: spec_hash(c, None) for c in site.enabled()}
-        self.log.info("config_reloaded", file=self.config_path,
-                      added=sorted(set(after) - set(before)), removed=sorted(set(before) - set(after)),
-                      changed=sorted(r for r in after if r in before and after[r] != before[r]),
-                      unchanged=len([r for r in after if before.get(r) == after[r]]))
+        self.reload_refused = False
+        self._log([Event("info", "config_reloaded", None, {
+            "file": self.config_path, "added": sorted(set(after) - set(before)),
+            "removed": sorted(set(before) - set(after)),
+            "changed": sorted(r for r in after if r in before and after[r] != before[r]),
+            "unchanged": len([r for r in after if before.get(r) == after[r]])})])
+        if site.monitoring != self.site.monitoring:
+            self.log.warning("monitoring_not_reloaded", hint="metrics and alerts settings are read at start; "
+                                                            "they apply at the next daemon restart")
         self.site = site
         self._learn_secrets(site)
         self._log(self.ledger.reload(site))
@@ -273,6 +286,8 @@ class Daemon:
         self.watcher_stop.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self._publish(daemon="stopped")
+        for observer in self.observers:
+            observer.close()
         self.log.info("daemon_stopped", exit_code=self.exit_code)
 
     # Reporting.
@@ -287,8 +302,13 @@ class Daemon:
             self.notifier.ready(line)
             self.log.info("daemon_ready", status=line, seconds=round(now.mono - self.started, 3))
         self.notifier.status(line)
-        payload = state_payload(self.site.name, self.config_path, statuses, daemon)
-        content = (payload["daemon"], payload["containers"])
+        if self.observers:
+            shown = Published(now.mono, now.wall, statuses, self.ledger.engine_up, reload_refused=self.reload_refused,
+                              images={ref: i.image_id for ref, i in self.ledger.images.items() if i.image_id})
+            for observer in self.observers:
+                observer.published(shown)
+        payload = state_payload(self.site.name, self.config_path, statuses, daemon, reload_refused=self.reload_refused)
+        content = (payload["daemon"], payload["containers"], payload["reload_refused"])
         if content == self.written_state and now.mono - self.written_at < STATE_HEARTBEAT:
             return
         try:
@@ -301,6 +321,8 @@ class Daemon:
         for event in events or ():
             logger = self._role_log(event.role) if event.role else self.log
             getattr(logger, event.level)(event.name, **event.fields)
+            for observer in self.observers:
+                observer.event(event, self.clock.monotonic())
 
     def _role_log(self, role: str):
         configured = self.site.container(role)

@@ -13,6 +13,8 @@ from urllib.parse import unquote
 
 import structlog
 
+from . import journal as native_journal
+
 MASK = "***"
 MIN_SECRET_LENGTH = 4
 SECRET_KEY_MARKERS = ("PASSWORD", "PASSWD", "PASS", "PWD", "SECRET", "TOKEN", "KEY", "AUTH", "CREDENTIAL", "PRIVATE")
@@ -244,12 +246,18 @@ def configure(fmt: str = "kv", level: str = "info", stream: TextIO | None = None
         processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"))
     processors += [structlog.processors.format_exc_info, _scrub_fields]
     # JSON stays pure for shippers reading stdout unless journald is the reader.
-    processors.append(_kv_line if fmt == "kv" else (_json_line_for_journal if journal else _json_line))
+    render = _kv_line if fmt == "kv" else (_json_line_for_journal if journal else _json_line)
+    factory: Any = structlog.WriteLoggerFactory(file=stream)
+    if journal and native_journal.available():
+        # Native entries carry EVENT=, ROLE=, CONTAINER= for journalctl's filters; each
+        # entry goes there instead of stdout, never to both, or it would show twice.
+        render, factory = native_journal.renderer(render), native_journal.JournalLoggerFactory(stream)
+    processors.append(render)
 
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=factory,
         # Off so a later configure() (tests, a different stream) reaches loggers
         # already in use; the daemon logs a few lines a minute, so the cost is nil.
         cache_logger_on_first_use=False,

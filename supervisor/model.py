@@ -100,6 +100,7 @@ class Site:
     containers: tuple[Container, ...]
     stop_on_exit: str = "stop"
     pull_timeout: float = 120.0  # seconds a pull may go without progress before it is abandoned and retried
+    monitoring: object = None  # monitoring.Monitoring: the `metrics` and `alerts` sections
 
     def enabled(self) -> tuple[Container, ...]:
         return tuple(c for c in self.containers if c.enabled)

@@ -77,9 +77,11 @@ def write_state(path: str, payload: dict) -> None:
     os.replace(temporary, path)
 
 
-def state_payload(site: str, config: str, statuses: list[RoleStatus], daemon: str) -> dict:
+def state_payload(site: str, config: str, statuses: list[RoleStatus], daemon: str,
+                  reload_refused: bool = False) -> dict:
+    # reload_refused: the last reload was refused and none applied since (`status --check` is critical).
     return {"site": site, "config": config, "pid": os.getpid(), "pid_started": process_started(os.getpid()),
-            "daemon": daemon, "updated_at": time.time(),
+            "daemon": daemon, "updated_at": time.time(), "reload_refused": reload_refused,
             "containers": [{**asdict(s), "state": s.state.value} for s in statuses]}
 
 

@@ -6,7 +6,7 @@ import re
 import pytest
 import structlog
 
-from supervisor import logs
+from supervisor import journal, logs
 
 DB_URL = "postgresql://indico:s3cr3t-pw@db/indico"
 ENV = {
@@ -22,6 +22,7 @@ PLANTED = ['pa"ss\\word-1', "tok-0123456789", "s3cr3t-pw"]
 @pytest.fixture(autouse=True)
 def fresh_logging(monkeypatch):
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setattr(journal, "SOCKET", "/nonexistent/journal/socket")  # the host's journal is not the test's
     monkeypatch.setattr(logs, "_redactor", logs.Redactor())
     yield
     structlog.reset_defaults()

@@ -207,6 +207,34 @@ def test_a_killed_worker_is_restarted_and_the_journal_says_so_at_its_own_priorit
     assert "event=" not in errors, errors
 
 
+def test_the_journal_filters_events_by_role_and_metrics_and_check_work_inside_the_unit(installed, docker_client,
+                                                                                       site_name, busybox, site_dir):
+    installed.write(SITE_FILE, site_text(site_name, busybox, site_dir, metrics={"listen": "127.0.0.1:9150"}))
+    installed.sh(START)
+    worker = f"{site_name}-worker"
+    before = snapshot(docker_client, site_name)[worker]
+    kill_main_process(docker_client, worker)
+    wait_until(lambda: snapshot(docker_client, site_name).get(worker, before) != before, 30, what="worker restarted")
+    wait_until(lambda: events_in(journal_entries(installed, "-u", UNIT, "ROLE=worker"), "container_restarted"), 10,
+               what="container_restarted under ROLE=worker")
+
+    entries = journal_entries(installed, "-u", UNIT, "ROLE=worker")
+    assert {e["ROLE"] for e in entries} == {"worker"}
+    (exited,) = [e for e in entries if e.get("EVENT") == "container_exited"]  # one entry: not also via stdout
+    assert exited["CONTAINER"] == worker and exited["PRIORITY"] == "4"
+    assert exited["MESSAGE"].startswith("event=container_exited role=worker ")
+    assert {"container_started", "container_exited", "container_restarted"} <= {e["EVENT"] for e in entries}
+    assert {e["ROLE"] for e in journal_entries(installed, "-u", UNIT, "ROLE=celery")} == {"celery"}
+    assert events_in(journal_entries(installed, "-u", UNIT, "EVENT=daemon_ready"), "daemon_ready")
+
+    scrape = ("/opt/indico-supervisor/bin/python -c 'import urllib.request; print(urllib.request.urlopen("
+              "\"http://127.0.0.1:9150/metrics\", timeout=10).read().decode())'")
+    metrics = installed.sh(scrape)[1]
+    assert 'indico_supervisor_container_restarts_total{cause="exited",role="worker"} 1.0' in metrics, metrics
+    wait_until(lambda: installed.sh("indico-supervisor status --check", check=False)[0] == 0, 30,
+               what="status --check OK")
+
+
 def test_reload_with_an_edited_site_recreates_only_the_changed_container(running, docker_client, site_name,
                                                                           busybox, site_dir):
     before = snapshot(docker_client, site_name)
