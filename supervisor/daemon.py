@@ -144,7 +144,7 @@ class Daemon:
             deadlines.append(self.missed.deadline())
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
-        deadlines += [d for d in (o.deadline() for o in self.observers) if d is not None]
+        deadlines += [d for d in self._tell_observers(lambda o: o.deadline()) if d is not None]
         return max(0.0, min(d for d in deadlines if d > self.last_tick_at) - now)
 
     def _start(self, action, now: Now) -> None:
@@ -286,8 +286,7 @@ class Daemon:
         self.watcher_stop.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self._publish(daemon="stopped")
-        for observer in self.observers:
-            observer.close()
+        self._tell_observers(lambda o: o.close())
         self.log.info("daemon_stopped", exit_code=self.exit_code)
 
     # Reporting.
@@ -305,8 +304,7 @@ class Daemon:
         if self.observers:
             shown = Published(now.mono, now.wall, statuses, self.ledger.engine_up, reload_refused=self.reload_refused,
                               images={ref: i.image_id for ref, i in self.ledger.images.items() if i.image_id})
-            for observer in self.observers:
-                observer.published(shown)
+            self._tell_observers(lambda o: o.published(shown))
         payload = state_payload(self.site.name, self.config_path, statuses, daemon, reload_refused=self.reload_refused)
         content = (payload["daemon"], payload["containers"], payload["reload_refused"])
         if content == self.written_state and now.mono - self.written_at < STATE_HEARTBEAT:
@@ -321,8 +319,22 @@ class Daemon:
         for event in events or ():
             logger = self._role_log(event.role) if event.role else self.log
             getattr(logger, event.level)(event.name, **event.fields)
-            for observer in self.observers:
-                observer.event(event, self.clock.monotonic())
+            self._tell_observers(lambda o: o.event(event, self.clock.monotonic()))
+
+    def _tell_observers(self, call: Callable[[object], object]) -> list:
+        """Each observer's answer; one that raises is dropped and logged, never the loop's end.
+
+        Metrics and alerts are there to report on supervision: a bug in them must not stop it.
+        """
+        answers = []
+        for observer in list(self.observers):
+            try:
+                answers.append(call(observer))
+            except Exception as error:
+                self.observers.remove(observer)
+                self.log.error("observer_failed", observer=type(observer).__name__, reason=repr(error),
+                               hint="its reports stop until the daemon restarts; supervision goes on")
+        return answers
 
     def _role_log(self, role: str):
         configured = self.site.container(role)
