@@ -7,6 +7,7 @@ label carries the current hash can be adopted as it is, and any other is drift.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -112,6 +113,7 @@ def oneshot_create_kwargs(site: str, container: Container, command: list[str], n
     return kwargs
 
 
+@functools.lru_cache(maxsize=4096)  # the loop asks every turn; settings are frozen values, so equal ones share it
 def spec_hash(container: Container, image_id: str | None) -> str:
     """A digest of what the engine is asked for; unchanged by what only the daemon uses.
 
