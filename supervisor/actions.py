@@ -13,7 +13,7 @@ from typing import Callable
 
 from .inbox import PullProgress, PullStarted, Resynced, SiteResourceCreated
 from .ledger import Event, Ledger, Now
-from .plan import Create, Remove, ResolveImage, Restart, Resync, Start, Stop
+from .plan import Create, Remove, ReopenEvents, ResolveImage, Restart, Resync, Start, Stop
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Context:
     wanted_names: Callable[[], list[str]]
     stop_timeout: Callable[[str | None], float]
     pull_timeout: Callable[[], float] = lambda: 120.0  # the site's, read at each pull: a reload may change it
+    reopen_events: Callable[[], None] = lambda: None  # closes the watcher's stream under it
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,18 @@ def _nothing(ledger: Ledger, action, now: Now) -> list[Event]:
     return []
 
 
+def _nothing_done(ledger: Ledger, action, result, now: Now) -> list[Event]:
+    return []
+
+
+def _nothing_failed(ledger: Ledger, action, error: str, unreachable: bool, now: Now) -> list[Event]:
+    return []
+
+
 ACTIONS: dict[type, ActionKind] = {
+    ReopenEvents: ActionKind(
+        run=lambda engine, a, context: context.reopen_events(),
+        begun=Ledger.events_reopening, done=_nothing_done, failed=_nothing_failed),
     Resync: ActionKind(
         run=_resync,
         begun=_nothing, done=Ledger.resync_done, failed=Ledger.resync_failed),

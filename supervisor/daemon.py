@@ -27,11 +27,11 @@ from .ledger import Event, Ledger, Now
 from .model import Site
 from .monitoring import Published, observers_for
 from .notify import Notifier
-from .plan import Resync, Stop
+from .plan import Stop
 from .problems import ConfigError
 from .spec import spec_hash
 from .status import state_path, state_payload, status_line, write_state
-from .watcher import MissedEvents, Reopener, watch_engine
+from .watcher import Reopener, watch_engine
 
 MAX_PARALLEL = 8  # engine calls at once: 50 containers start in batches, not one by one
 MAX_SLEEP = 10.0
@@ -59,11 +59,13 @@ class Daemon:
         self.role_logs: dict[tuple[str, str | None], object] = {}
         self.inbox = Inbox()
         self.ledger = Ledger(site)
+        self.reopener = Reopener()  # the loop's way to have the watcher read a fresh stream
         self.executor = ThreadPoolExecutor(max_workers=MAX_PARALLEL, thread_name_prefix="action")
         self.context = actions.Context(post=self.inbox.put, monotonic=self.clock.monotonic,
                                        wanted_names=lambda: self.ledger.wanted_names(),
                                        stop_timeout=lambda role: self.ledger.stop_timeout(role),
-                                       pull_timeout=lambda: self.site.pull_timeout)
+                                       pull_timeout=lambda: self.site.pull_timeout,
+                                       reopen_events=self.reopener.reopen)
         self.probers: dict[str, Prober] = {}
         self.ready_sent = False
         self.started = self.clock.monotonic()
@@ -75,26 +77,23 @@ class Daemon:
         self.written_at = 0.0
         self.watcher_stop = threading.Event()
         self.reload_refused = False  # until a reload applies: `status --check` is critical meanwhile
-        self.reopener = Reopener()
-        self.missed = MissedEvents()
         self._learn_secrets(site)
         self.observers = observers_for(site, self.log)  # metrics, alerts: fed from this thread only
         # Every message the inbox carries, and what it changes. Each returns the events to log.
         self.handlers: dict[type, Callable[[object], list[Event] | None]] = {
             SignalReceived: self.on_signal,
-            ContainerSeen: lambda m: self._heard(m.container.id, self.ledger.see(m.container)),
-            ContainerDied: lambda m: self._heard(m.container_id, self.ledger.container_died(
-                m.container_id, m.exit_code, m.oom_killed, m.observed_at, self.now())),
-            ContainerGone: lambda m: self._heard(m.container_id, self.ledger.container_gone(m.container_id,
-                                                                                           m.observed_at)),
-            EngineLost: self.on_engine_lost,
-            EngineBack: self.on_engine_back,
+            ContainerSeen: lambda m: self.ledger.see(m.container),
+            ContainerDied: lambda m: self.ledger.container_died(m.container_id, m.exit_code, m.oom_killed,
+                                                                m.observed_at, self.now()),
+            ContainerGone: lambda m: self.ledger.container_gone(m.container_id, m.observed_at),
+            EngineLost: lambda m: self.ledger.engine_lost(m.error),
+            EngineBack: lambda m: self.ledger.engine_back(self.now()),
             ProbeVerdict: lambda m: self.ledger.probe_verdict(m.role, m.run, m.healthy, m.detail),
             PullStarted: self.on_pull_started,
             PullProgress: self.on_pull_progress,
             SiteResourceCreated: lambda m: self.log.info("site_resource_created", created=m.what,
                                                          hint="labelled with the site; never removed by us"),
-            ActionDone: self.on_action_done,
+            ActionDone: lambda m: actions.finish(self.ledger, m.action, m.result, self.now()),
             ActionFailed: lambda m: actions.fail(self.ledger, m.action, m.error, m.unreachable, self.now()),
         }
 
@@ -123,7 +122,6 @@ class Daemon:
         if self.notifier.watchdog_interval and now.mono >= self.next_watchdog:
             self.notifier.watchdog()
             self.next_watchdog = now.mono + self.notifier.watchdog_interval
-        self._reopen_events_if_quiet(now)
         found, events = self.ledger.next_actions(now)
         self._log(events)
         for action in found:
@@ -140,8 +138,6 @@ class Daemon:
         # Counting it again would spin the loop for as long as that work takes.
         now = self.clock.monotonic()
         deadlines = [now + MAX_SLEEP, *self.ledger.deadlines()]
-        if self.missed.deadline() is not None:
-            deadlines.append(self.missed.deadline())
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
         deadlines += [d for d in self._tell_observers(lambda o: o.deadline()) if d is not None]
@@ -178,31 +174,6 @@ class Daemon:
                 prober.start()
 
     # Messages the ledger does not take.
-
-    def on_action_done(self, message: ActionDone) -> list[Event]:
-        if isinstance(message.action, Resync):  # before the ledger takes it in: compared with what it knew
-            self.missed.resynced(self.ledger.observed, message.result.containers, message.result.started_at,
-                                 self.clock.monotonic())
-        return actions.finish(self.ledger, message.action, message.result, self.now())
-
-    def on_engine_lost(self, message: EngineLost) -> list[Event]:
-        self.missed.stream_lost()
-        return self.ledger.engine_lost(message.error)
-
-    def on_engine_back(self, message: EngineBack) -> list[Event]:
-        self.missed.stream_opened(self.clock.monotonic())
-        return self.ledger.engine_back()
-
-    def _heard(self, container_id: str, events: list[Event]) -> list[Event]:
-        self.missed.heard(container_id)
-        return events
-
-    def _reopen_events_if_quiet(self, now: Now) -> None:
-        missed = self.missed.overdue(now.mono)
-        if missed:
-            self.log.warning("events_reopened", containers=missed,
-                             hint="a resync found changes the engine's event stream never reported; reading it afresh")
-            self.reopener.reopen()
 
     def on_signal(self, message: SignalReceived) -> None:
         if message.signum == signal.SIGHUP and not self.ledger.stopping:

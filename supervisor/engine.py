@@ -95,6 +95,9 @@ class Engine:
         self._client = client
         self._timeout = timeout
         self._resources_lock = threading.Lock()
+        # Networks and volumes seen to exist: we never remove them, so each is looked up once,
+        # not at every create; forgotten when a create says something is missing.
+        self._ensured: set[str] = set()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -212,8 +215,12 @@ class Engine:
             on_created(what)
         if replace is not None:
             self.remove(replace.id, stop_timeout)
-        container = self.client.containers.create(**spec.create_kwargs())
-        return self.start(container.id)
+        try:
+            container = self.client.containers.create(**spec.create_kwargs())
+            return self.start(container.id)
+        except docker.errors.NotFound:
+            self._ensured.clear()  # a network or volume removed behind our back: look again next time
+            raise
 
     def ensure_site_resources(self, container: Container) -> list[str]:
         """Create the site network and named volumes a container needs, labelled with the site.
@@ -227,7 +234,7 @@ class Engine:
     def _ensure_site_resources(self, container: Container) -> list[str]:
         created = []
         name = container.network.name
-        if name and name not in BUILTIN_NETWORKS:
+        if name and name not in BUILTIN_NETWORKS and f"network {name}" not in self._ensured:
             try:
                 self.client.api.inspect_network(name)
             except docker.errors.NotFound:
@@ -235,13 +242,15 @@ class Engine:
                 self._create_quietly(lambda: self.client.api.create_network(name, driver="bridge", check_duplicate=True,
                                                                             labels={LABEL_SITE: self.site}))
                 created.append(f"network {name}")
+            self._ensured.add(f"network {name}")
         for bind in container.binds:
-            if bind.named:
+            if bind.named and f"volume {bind.host}" not in self._ensured:
                 try:
                     self.client.api.inspect_volume(bind.host)
                 except docker.errors.NotFound:
                     self._create_quietly(lambda: self.client.api.create_volume(bind.host, labels={LABEL_SITE: self.site}))
                     created.append(f"volume {bind.host}")
+                self._ensured.add(f"volume {bind.host}")
         return created
 
     @staticmethod

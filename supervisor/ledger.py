@@ -20,10 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .lifecycle import IMAGE_RETRY, Event, ImageRecord, Now, RoleRecord, role_status, transition_events
+from .missed import MissedEvents
 from .outcomes import ActionOutcomes, seconds
 from .waiting import FAILURE_EVENTS, DependencyWaits
 from .model import Observed, Probe, Run, Site
-from .plan import (Create, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
+from .plan import (Create, ReopenEvents, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
                    new_failures, plan, unmet_dependencies)
 from .policy import RestartTracker
 from .spec import desired_specs
@@ -55,6 +56,8 @@ def lock_of(action) -> tuple:
             return ("container", container.id)
         case Resync():
             return ("resync",)
+        case ReopenEvents():
+            return ("events",)
     raise TypeError(f"not an action: {action!r}")
 
 
@@ -74,6 +77,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
         self.stopping = False
         self.finished = False  # the stop is done: the loop may end
         self.stop_tried: set[str] = set()
+        self.missed = MissedEvents()  # changes a resync found that no event reported
         self.warned_no_health: set[str] = set()  # dependencies `healthy` on nothing that checks health
         self._events: list[Event] = []
         self.adopt(site)
@@ -82,6 +86,8 @@ class Ledger(ActionOutcomes, DependencyWaits):
     # What the engine shows.
 
     def see(self, container: Observed) -> list[Event]:
+        """What the event stream said (an inspect after an event): also proof the stream works."""
+        self.missed.heard(container.id)
         self._see(container)
         return self._take()
 
@@ -102,6 +108,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
 
     def container_died(self, container_id: str, exit_code: int | None, oom_killed: bool, observed_at: float,
                        now: Now) -> list[Event]:
+        self.missed.heard(container_id)
         known = self.observed.get(container_id)
         if known is None or not known.running or known.observed_at > observed_at:
             return self._take()  # the inspect that follows every event tells the rest
@@ -109,6 +116,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
                                 finished_at=now.wall, health=None, observed_at=observed_at))
 
     def container_gone(self, container_id: str, observed_at: float) -> list[Event]:
+        self.missed.heard(container_id)
         known = self.observed.get(container_id)
         if known is not None and known.observed_at <= observed_at:
             del self.observed[container_id]
@@ -127,6 +135,8 @@ class Ledger(ActionOutcomes, DependencyWaits):
         return self._take()
 
     def engine_lost(self, error: str) -> list[Event]:
+        """The watcher's stream broke."""
+        self.missed.stream_lost()
         self._engine_lost(error)
         return self._take()
 
@@ -136,7 +146,9 @@ class Ledger(ActionOutcomes, DependencyWaits):
                        hint="reconnecting with backoff; containers are left as they are")
         self.engine_up = False
 
-    def engine_back(self) -> list[Event]:
+    def engine_back(self, now: Now) -> list[Event]:
+        """The watcher's stream is open (again)."""
+        self.missed.stream_opened(now.mono)
         self._emit("info", "engine_connected")
         self.next_resync_at = 0.0
         return self._take()
@@ -166,6 +178,9 @@ class Ledger(ActionOutcomes, DependencyWaits):
         if self.stopping:
             return self._next_stop(), self._take()
         found: list = []
+        overdue = self.missed.overdue(now.mono)
+        if overdue and ("events",) not in self.in_flight:
+            found.append(ReopenEvents(tuple(overdue)))
         if now.mono >= self.next_resync_at and ("resync",) not in self.in_flight:
             found.append(Resync())
         if self.engine_up:
@@ -354,6 +369,8 @@ class Ledger(ActionOutcomes, DependencyWaits):
     def deadlines(self) -> list[float]:
         """Monotonic times at which something becomes due: a resync, a restart, an image retry."""
         found = [self.next_resync_at]
+        if self.missed.deadline() is not None:
+            found.append(self.missed.deadline())
         found += [r.tracker.next_start_at for r in self.roles.values() if r.tracker.next_start_at]
         found += [r.tracker.retry_at for r in self.roles.values() if r.tracker.retry_at and r.tracker.failed]
         found += [i.tracker.next_start_at for i in self.images.values() if i.tracker.next_start_at]

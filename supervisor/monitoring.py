@@ -70,14 +70,20 @@ def read_monitoring(r: Reader, top: dict) -> Monitoring:
                       alerts=_alerts(r, top.get("alerts"), "alerts"))
 
 
-def _metrics(r: Reader, node: object, path: str) -> MetricsSettings | None:
+def _section(r: Reader, node: object, path: str, keys: list[str], required: str, example: str) -> dict | None:
+    """The section's mapping, or None when it is absent or unusable (its problems recorded)."""
     if node is None:
         return None
-    body = r.mapping(node, path, METRICS_KEYS)
-    if body is None:
+    body = r.mapping(node, path, keys)
+    if body is not None and required not in body:
+        r.problem(key_path(path, required), f"missing; {example}")
         return None
-    if "listen" not in body:
-        r.problem(key_path(path, "listen"), 'missing; e.g. listen: "127.0.0.1:9150"')
+    return body
+
+
+def _metrics(r: Reader, node: object, path: str) -> MetricsSettings | None:
+    body = _section(r, node, path, METRICS_KEYS, "listen", 'e.g. listen: "127.0.0.1:9150"')
+    if body is None:
         return None
     public = r.boolean(body.get("public", False), key_path(path, "public"))
     listen = body["listen"]
@@ -97,13 +103,8 @@ def _metrics(r: Reader, node: object, path: str) -> MetricsSettings | None:
 
 
 def _alerts(r: Reader, node: object, path: str) -> AlertSettings | None:
-    if node is None:
-        return None
-    body = r.mapping(node, path, ALERTS_KEYS)
+    body = _section(r, node, path, ALERTS_KEYS, "command", "a command as a list, e.g. [/usr/local/bin/page-me]")
     if body is None:
-        return None
-    if "command" not in body:
-        r.problem(key_path(path, "command"), "missing; a command as a list, e.g. [/usr/local/bin/page-me]")
         return None
     command = r.string_list(body["command"], key_path(path, "command"), non_empty=True,
                             hint="a command as a list, e.g. [/usr/local/bin/page-me]")

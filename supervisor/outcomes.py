@@ -16,12 +16,19 @@ RESYNC_EVERY = 30.0  # seconds; events do the work, this only catches what they 
 
 class ActionOutcomes:
     def resync_done(self, action, result, now: Now) -> list[Event]:
+        # Compared with what the ledger knew before it takes the listing in.
+        self.missed.resynced(self.observed, result.containers, result.started_at, now.mono)
         self.next_resync_at = now.mono + RESYNC_EVERY
         return self.resynced(result.containers, result.started_at)
 
     def resync_failed(self, action, error: str, unreachable: bool, now: Now) -> list[Event]:
         self.next_resync_at = now.mono + RESYNC_EVERY  # the watcher's reconnect brings one sooner
         self._emit("debug", "resync_failed", reason=error)
+        return self._take()
+
+    def events_reopening(self, action, now: Now) -> list[Event]:
+        self._emit("warning", "events_reopened", containers=list(action.containers),
+                   hint="a resync found changes the engine's event stream never reported; reading it afresh")
         return self._take()
 
     def image_resolved(self, action, result: tuple[str, str | None], now: Now) -> list[Event]:

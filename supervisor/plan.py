@@ -105,6 +105,12 @@ class Remove:
 
 # The daemon's own: not planned from the picture, but beside the others in the action table.
 @dataclass(frozen=True)
+class ReopenEvents:
+    """Read the engine's event stream afresh: a resync found changes it never reported."""
+    containers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Resync:
     """List every container again: catches whatever the event stream missed."""
 
@@ -116,7 +122,7 @@ class Stop:
     timeout: float
 
 
-Action = ResolveImage | Create | Start | Restart | Remove | Resync | Stop
+Action = ResolveImage | Create | Start | Restart | Remove | Resync | Stop | ReopenEvents
 
 
 @dataclass

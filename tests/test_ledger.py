@@ -214,7 +214,7 @@ def test_an_engine_that_goes_away_mid_start_costs_no_restart_and_planning_waits_
     r.fail(only(found, Resync), "connection refused", unreachable=True)
     assert r.ledger.roles["worker"].tracker.total == 0
     assert "container_start_failed" not in r.names()
-    r.record(r.ledger.engine_back())
+    r.record(r.ledger.engine_back(r.now()))
     resync = only(r.tick(), Resync)
     r.done(resync, Resynced((), r.t))
     assert isinstance(only(r.tick(), Create), Create)
@@ -365,3 +365,21 @@ def test_a_resync_reports_a_health_change_it_finds():
     resync = only(r.tick(), Resync)
     r.done(resync, Resynced((replace(running, health="healthy", observed_at=r.t),), r.t))
     assert [e.fields["health"] for e in r.events if e.name == "container_health"] == ["healthy"]
+
+
+def test_a_change_no_event_reported_asks_for_a_fresh_event_stream_once():
+    from supervisor.plan import ReopenEvents
+    r = Replay(site())
+    running = r.observed(container())
+    r.record(r.ledger.engine_back(r.now()))
+    r.start_up(running)
+    r.later(60)
+    resync = only(r.tick(), Resync)  # lists the worker exited: the stream said nothing of it
+    r.done(resync, Resynced((replace(running, status="exited", exit_code=1, observed_at=r.t),), r.t))
+    assert [a for a in r.tick() if isinstance(a, ReopenEvents)] == []  # its event may still come
+    r.later(5)
+    reopen = only(r.tick(), ReopenEvents)
+    assert reopen.containers == ("indico-worker",)
+    assert r.names().count("events_reopened") == 1
+    r.later(5)
+    assert [a for a in r.tick() if isinstance(a, ReopenEvents)] == []  # named once

@@ -141,9 +141,9 @@ def test_an_exiting_dependent_waits_for_its_dependency_uncounted_and_restarts_on
             if attempt:
                 worker.start()  # someone tries by hand; it dies again
                 wait_until(lambda: client.containers.get(worker.id).status == "running", 10, 0.05, "worker running")
+            exits_before = len(daemon.events("container_exited", role="worker"))  # counted before the kill
             worker.kill()
-            daemon.wait_event("container_exited", role="worker", count=len(daemon.events("container_exited",
-                                                                                         role="worker")) + 1)
+            daemon.wait_event("container_exited", role="worker", count=exits_before + 1)
             time.sleep(0.3)
             assert client.containers.get(worker.id).status == "exited"  # not restarted while db is down
         row = next(r for r in status_json(daemon)["containers"] if r["role"] == "worker")

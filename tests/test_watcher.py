@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from supervisor.inbox import EngineBack, EngineLost
 from supervisor.model import Observed
-from supervisor.watcher import MissedEvents, Reopener, watch_engine
+from supervisor.missed import MissedEvents
+from supervisor.watcher import Reopener, watch_engine
 
 RUNNING = Observed(id="c1", name="indico-worker", site="indico", role="worker", spec_hash="h", image_id="sha256:1",
                    status="running", started_at=1000.0, observed_at=10.0)
