@@ -65,8 +65,12 @@ def test_status_does_not_trust_a_pid_recycled_by_another_process(status_of, stra
 
 def test_a_state_file_without_a_start_time_counts_only_a_process_running_the_daemon(stranger):
     assert not daemon_alive({"daemon": "running", "pid": stranger})
-    lookalike = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "supervisor", "run"])
+    # Popen returns once exec has begun, which is before the kernel sets the new argv: under load a
+    # read of /proc/PID/cmdline at that moment is empty. The line on stdout says the program runs.
+    lookalike = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(300)",
+                                  "supervisor", "run"], stdout=subprocess.PIPE, text=True)
     try:
+        assert lookalike.stdout.readline() == "up\n"
         assert daemon_alive({"daemon": "running", "pid": lookalike.pid})
     finally:
         lookalike.kill()
