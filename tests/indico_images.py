@@ -117,18 +117,20 @@ def worker_image(client, log: Callable[[str], None] | None = None,
     return ref
 
 
-def _remove_stale_workers(client, keep: str, log: Callable[[str], None]) -> None:
-    """Earlier builds of image/ are ~800 MB each and nothing asks for them again."""
+def _remove_stale_workers(client, keep: str, log: Callable[[str], None], spare: int = 3) -> None:
+    """Earlier builds of image/ are ~800 MB each; the newest few are spared, since another
+    checkout (a branch, a worktree) on this machine may be testing its own image/ right now."""
     import docker.errors
 
-    for image in client.images.list(name=WORKER_REPOSITORY):
-        for tag in image.tags:
-            if tag != keep and tag.startswith(WORKER_REPOSITORY + ":"):
-                try:
-                    client.images.remove(tag)
-                    log(f"removed the stale {tag}")
-                except docker.errors.APIError:
-                    pass  # still used by a container (another run's): left for its next build
+    builds = sorted(client.images.list(name=WORKER_REPOSITORY), key=lambda image: image.attrs["Created"], reverse=True)
+    stale = [tag for image in builds for tag in image.tags
+             if tag != keep and tag.startswith(WORKER_REPOSITORY + ":")][spare:]
+    for tag in stale:
+        try:
+            client.images.remove(tag)
+            log(f"removed the stale {tag}")
+        except docker.errors.APIError:
+            pass  # still used by a container (another run's): left for its next build
 
 
 def postgres_image(client, log: Callable[[str], None] | None = None) -> str:
