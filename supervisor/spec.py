@@ -123,7 +123,8 @@ def spec_hash(container: Container, image_id: str | None) -> str:
     capability drop.
     """
     fields = asdict(container)
-    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "pull", "depends_on", "allow_host_access"):
+    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "pull", "depends_on", "allow_host_access",
+                        "singleton"):
         fields.pop(daemon_only)
     # Host binds hash as they always did, so an upgrade adopts its running containers.
     fields["binds"] = [{k: v for k, v in b.items() if k != "named" or v} for b in fields["binds"]]
