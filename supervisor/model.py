@@ -160,6 +160,7 @@ class Observed:
     health: str | None = None  # the engine's HEALTHCHECK verdict: starting, healthy, unhealthy
     ip: str | None = None
     observed_at: float = 0.0  # monotonic; the newer of two descriptions wins
+    lease_value: str | None = None  # a singleton's INDICO_SUPERVISOR_LEASE_VALUE: adopted when the key still holds it
 
     @property
     def running(self) -> bool:
