@@ -1,6 +1,6 @@
 """A real Redis for the lease tests, and one link to it per host that a test can cut.
 
-`RedisServer` runs Debian's redis-server (installed by tests/tools/ensure-redis) as a
+`RedisServer` runs Debian's redis-server (installed by tests/tools/ensure-redis-server) as a
 child process on 127.0.0.1 and a free port, with a password (the URL's password is a
 secret the tests check is never printed) and no persistence, so `restart()` is Redis
 coming back with its data lost.
