@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,21 +82,52 @@ class RedisServer:
 
 
 class RedisLink:
+    """The proxy runs in a process of its own: a busy test process (the watcher's threads,
+    the harness) must not delay the lease's renewals, whose socket timeout is L/10."""
+
     def __init__(self, server: RedisServer, address: str):
         self.server = server
-        self.proxy = FreezingProxy((address, 0), ("127.0.0.1", server.port))
         self.address = address
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.lease_redis", address, str(server.port)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        cwd=Path(__file__).resolve().parent.parent)
+        self.port = int(self.process.stdout.readline())
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.server.password}@{self.address}:{self.proxy.port}/0"
+        return f"redis://:{self.server.password}@{self.address}:{self.port}/0"
+
+    def _tell(self, command: str) -> None:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline().strip()
+        assert answer == command, f"the Redis proxy answered {answer!r} to {command!r}"
 
     def cut(self) -> None:
-        self.proxy.freeze()
+        self._tell("cut")
 
     def restore(self) -> None:
-        self.proxy.freeze(None)
-        self.proxy.cut_frozen()
+        self._tell("restore")
 
     def close(self) -> None:
-        self.proxy.close()
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def _serve(address: str, upstream_port: int) -> None:
+    """The proxy process: prints its port, then obeys `cut` and `restore` lines, answering each."""
+    proxy = FreezingProxy((address, 0), ("127.0.0.1", upstream_port))
+    print(proxy.port, flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "cut":
+            proxy.freeze()  # every open and new connection hangs, as dropped packets would
+        elif command == "restore":
+            proxy.freeze(None)
+            proxy.cut_frozen()
+        print(command, flush=True)
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], int(sys.argv[2]))

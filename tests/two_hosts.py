@@ -60,7 +60,11 @@ class SecondEngine:
         if Path(f"/sys/class/net/{self.bridge}").exists():
             return
         subnet = _free_subnet()
-        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True)
+        # A fixed address, as dockerd gives its bridges: a bridge left to choose takes the lowest of
+        # its ports' addresses, which changes as containers come and go, and stale ARP entries
+        # then cut containers off their gateway for seconds.
+        mac = "02:42:" + ":".join(f"{random.randrange(256):02x}" for _ in range(4))
+        subprocess.run(["ip", "link", "add", "name", self.bridge, "address", mac, "type", "bridge"], check=True)
         subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", self.bridge], check=True)
         subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
 
@@ -100,10 +104,8 @@ class SecondEngine:
         return self._client
 
     def stop(self, timeout: float = 60) -> None:
-        """Stopped as systemd would stop it (its containers stop with it): a host going down."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Stopped as systemd would stop it (its containers stop with it): a host going down.
+        Its client stays: it answers again once `start()` brought the engine back."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
