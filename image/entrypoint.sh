@@ -1,7 +1,8 @@
 #!/bin/sh
 # The Indico worker image's entrypoint: checks what every start needs, creates
 # the volumes' directories, then `exec`s the one program its arguments name, so
-# that program is PID 1 and gets the container's stop signal itself.
+# that program is PID 1 and gets the container's stop signal itself (with the
+# INDICO_SUPERVISOR_LEASE_* variables: the lease guard is PID 1, the program its child).
 #
 #   run [UWSGI-OPTION...]   (or no argument) uwsgi with /opt/indico/uwsgi.ini
 #   celery [OPTION...]      the celery worker with beat: indico celery worker -B
@@ -110,22 +111,31 @@ if [ ! -f "$CONF_DIR/indico.conf" ]; then
          "(or: indico-supervisor exec -- make-config), then edit it."
 fi
 
+# A singleton role (one celery for the whole cluster): the daemon holding the site's
+# lease passes it in the environment, and the program runs as the child of the guard,
+# which stays PID 1, renews the lease and kills the program as soon as the lease may
+# be another host's (see lease_guard.py). Without the lease variables: a plain exec.
+guard=
+if [ -n "${INDICO_SUPERVISOR_LEASE_KEY:-}" ]; then
+    guard=indico-lease-guard
+fi
+
 case "$what" in
     run)
         [ $# -eq 0 ] || shift
-        exec uwsgi --ini "$INDICO_DIR/uwsgi.ini" "$@"
+        exec $guard uwsgi --ini "$INDICO_DIR/uwsgi.ini" "$@"
         ;;
     celery)
         shift
-        exec indico celery worker -B "$@"
+        exec $guard indico celery worker -B "$@"
         ;;
     indico)
-        exec "$@"
+        exec $guard "$@"
         ;;
     *)
         if command -v "$what" >/dev/null 2>&1; then
-            exec "$@"
+            exec $guard "$@"
         fi
-        exec indico "$@"
+        exec $guard indico "$@"
         ;;
 esac

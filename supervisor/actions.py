@@ -80,7 +80,8 @@ ACTIONS: dict[type, ActionKind] = {
         run=lambda engine, a, context: engine.restart(a.container.id, context.stop_timeout(a.role)),
         begun=Ledger.role_action_begun, done=Ledger.role_action_done, failed=Ledger.role_action_failed),
     Remove: ActionKind(
-        run=lambda engine, a, context: engine.remove(a.container.id, context.stop_timeout(a.container.role)),
+        run=lambda engine, a, context: engine.remove(
+            a.container.id, context.stop_timeout(a.container.role) if a.timeout is None else a.timeout),
         begun=Ledger.removal_begun, done=Ledger.removal_done, failed=Ledger.removal_failed),
     Stop: ActionKind(
         run=lambda engine, a, context: engine.remove(a.container.id, a.timeout),

@@ -32,13 +32,18 @@ def check(state: dict | None, alive: bool, now: float | None = None) -> tuple[in
     if state.get("reload_refused"):
         critical.append("last reload refused (check-config, then reload)")
     warning = [f"{r['role']} {r['state']}" for r in rows
-               if r.get("state") != "running" and r.get("state") not in NEEDS_A_PERSON]
+               if r.get("state") != "running" and r.get("state") not in NEEDS_A_PERSON and not _standing_by(r)]
     warning += [f"{r['role']} {r['health']}" for r in rows
                 if r.get("state") == "running" and r.get("health") not in ("", None, "healthy")]
     running = sum(1 for r in rows if r.get("state") == "running")
     summary = f"{running}/{len(rows)} running"
     code = CRITICAL if critical else WARNING if warning else OK
     return code, "; ".join([summary, *critical, *warning])
+
+
+def _standing_by(row: dict) -> bool:
+    """A singleton another host runs: as it should be. Standby with no holder is a celery running nowhere."""
+    return row.get("state") == "standby" and bool(row.get("lease_holder"))
 
 
 def render(code: int, text: str, site: str) -> str:

@@ -14,6 +14,7 @@ import yaml
 
 from . import hostaccess, yamlload
 from .capabilities import read_cap_add
+from .cluster import read_cluster
 from .model import Bind, Container, Network, RestartPolicy, Site
 from .monitoring import read_monitoring
 from .problems import ConfigError, Problem
@@ -31,10 +32,11 @@ ROLE_DEFAULTS = {
 
 SITE_KEYS = ["site", "image", "pull", "user", "volumes", "network", "env", "restart",
              "stop", "containers", "log_driver", "log_options", "pull_timeout",
-             "metrics", "alerts"]
+             "metrics", "alerts", "cluster"]
 CONTAINER_KEYS = ["image", "pull", "command", "user", "allow_root", "volumes", "network",
                   "env", "ports", "restart", "stop_timeout", "stop_signal", "health",
-                  "healthcheck", "enabled", "name", "log_driver", "log_options", "depends_on", "cap_add", "allow_host_access"]
+                  "healthcheck", "enabled", "name", "log_driver", "log_options", "depends_on", "cap_add", "allow_host_access",
+                  "singleton"]
 # Keys that belong one level up or down; named so the hint points at the right one.
 RENAMED = {"stop": "stop_timeout", "timeout": "stop_timeout", "signal": "stop_signal",
            "links": "network", "volume": "volumes", "environment": "env", "port": "ports",
@@ -115,12 +117,14 @@ class SiteReader:
         }
         on_exit = self.r.choice(stop.get("on_exit", "stop"), "stop.on_exit", ["stop", "leave"])
         pull_timeout = self.r.duration(top.get("pull_timeout", 120), "pull_timeout", positive=True)
+        cluster = read_cluster(self.r, top)
+        defaults["clustered"] = top.get("cluster") is not None  # even a broken section: no second problem
         containers = self._containers(top.get("containers"), defaults, "user" in top)
         monitoring = read_monitoring(self.r, top)
         if name is None or on_exit is None or containers is None or pull_timeout is None:
             return None
         return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit, pull_timeout=pull_timeout,
-                    monitoring=monitoring)
+                    monitoring=monitoring, cluster=cluster)
 
     def _containers(self, node: object, defaults: dict, has_user: bool) -> tuple[Container, ...] | None:
         if node is None or node == {}:
@@ -187,6 +191,7 @@ class SiteReader:
         depends_on = self.sections.depends_on(body["depends_on"], at("depends_on")) if "depends_on" in body else ()
         cap_add = read_cap_add(self.r, body["cap_add"], at("cap_add")) if "cap_add" in body else ()
         allow_host_access = self.r.boolean(body.get("allow_host_access", False), at("allow_host_access"))
+        singleton = self._singleton(role, body, at("singleton"), defaults["clustered"])
         if allow_host_access is False and volumes is not None and network is not None:
             self._refuse_host_access(path, body, volumes, network)
         if user is not None and 0 in user:
@@ -202,7 +207,7 @@ class SiteReader:
                                       f"or set {at('allow_root')}: true if this container really needs root",
                                f"{user[0]}:{user[1]}")
         required = (name, image, pull, user, allow_root, enabled, volumes, network, restart,
-                    stop_timeout, ports, command, log_options, depends_on, cap_add, allow_host_access)
+                    stop_timeout, ports, command, log_options, depends_on, cap_add, allow_host_access, singleton)
         optional = {"stop_signal": stop_signal, "health": probe, "healthcheck": healthcheck, "log_driver": log_driver}
         if any(v is None for v in required) or any(body.get(k) is not None and v is None for k, v in optional.items()):
             return None
@@ -212,7 +217,18 @@ class SiteReader:
             restart=restart, stop_timeout=stop_timeout, stop_signal=stop_signal, probe=probe,
             healthcheck=healthcheck, enabled=enabled, allow_root=allow_root,
             log_driver=log_driver, log_options=log_options, depends_on=depends_on, cap_add=cap_add,
-            allow_host_access=allow_host_access)
+            allow_host_access=allow_host_access, singleton=singleton)
+
+    def _singleton(self, role: str, body: dict, path: str, clustered: bool) -> bool | None:
+        """One container of this role across all hosts (celery runs beat): it needs the cluster's lease."""
+        if "singleton" not in body:
+            return clustered and role == "celery"
+        singleton = self.r.boolean(body["singleton"], path)
+        if singleton is not None and not clustered:
+            self.r.problem(path, "needs a `cluster:` section (redis, lease, host) to hold the lease in; "
+                                 "without one, run this role on one host only and drop `singleton`", singleton)
+            return None
+        return singleton
 
     def _refuse_host_access(self, path: str, body: dict, volumes: tuple[Bind, ...], network: Network) -> None:
         opt_in = f"or set {key_path(path, 'allow_host_access')}: true if this container really needs it"

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Callable
 
 from . import actions
@@ -21,6 +22,8 @@ from . import engine as engine_edge
 from . import logs
 from .config import load_site
 from .health import Prober, ProbeVerdict
+from .keepers import Keepers
+from .lease import LeaseChanged
 from .inbox import (ActionDone, ActionFailed, ContainerDied, ContainerGone, ContainerSeen, EngineBack, EngineLost,
                     Inbox, PullProgress, PullStarted, SignalReceived, SiteResourceCreated)
 from .ledger import Event, Ledger, Now
@@ -79,6 +82,8 @@ class Daemon:
         self.reload_refused = False  # until a reload applies: `status --check` is critical meanwhile
         self._learn_secrets(site)
         self.observers = observers_for(site, self.log)  # metrics, alerts: fed from this thread only
+        self.keepers = Keepers(self.inbox.put, self.clock.monotonic, self.clock.time)  # singleton leases
+        self.leaving = False  # the stop leaves containers running: their leases are kept, not released
         # Every message the inbox carries, and what it changes. Each returns the events to log.
         self.handlers: dict[type, Callable[[object], list[Event] | None]] = {
             SignalReceived: self.on_signal,
@@ -93,6 +98,7 @@ class Daemon:
             PullProgress: self.on_pull_progress,
             SiteResourceCreated: lambda m: self.log.info("site_resource_created", created=m.what,
                                                          hint="labelled with the site; never removed by us"),
+            LeaseChanged: lambda m: self.ledger.lease_changed(m.view, self.now()),
             ActionDone: lambda m: actions.finish(self.ledger, m.action, m.result, self.now()),
             ActionFailed: lambda m: actions.fail(self.ledger, m.action, m.error, m.unreachable, self.now()),
         }
@@ -109,6 +115,7 @@ class Daemon:
         threading.Thread(target=watch_engine, args=(self.connect_watcher, self.inbox.put, self.watcher_stop,
                                                     self.reopener),
                          name="engine-events", daemon=True).start()
+        self.keepers.follow(self.site, self.ledger.singleton_roles())
         while self.exit_code is None:
             for message in self.inbox.wait(self._sleep_time()):
                 self._log(self.handlers[type(message)](message))
@@ -119,6 +126,7 @@ class Daemon:
     def _tick(self) -> None:
         now = self.now()
         self.last_tick_at = now.mono
+        self.keepers.tick(self.ledger)
         if self.notifier.watchdog_interval and now.mono >= self.next_watchdog:
             self.notifier.watchdog()
             self.next_watchdog = now.mono + self.notifier.watchdog_interval
@@ -137,7 +145,7 @@ class Daemon:
         # waits for work under way (a resync, a start) whose message will wake us.
         # Counting it again would spin the loop for as long as that work takes.
         now = self.clock.monotonic()
-        deadlines = [now + MAX_SLEEP, *self.ledger.deadlines()]
+        deadlines = [now + MAX_SLEEP, *self.ledger.deadlines(now)]
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
         deadlines += [d for d in self._tell_observers(lambda o: o.deadline()) if d is not None]
@@ -232,12 +240,17 @@ class Daemon:
             "removed": sorted(set(before) - set(after)),
             "changed": sorted(r for r in after if r in before and after[r] != before[r]),
             "unchanged": len([r for r in after if before.get(r) == after[r]])})])
+        if site.cluster != self.site.cluster and self.site.cluster is not None:
+            self.log.warning("cluster_not_reloaded", hint="the cluster section (redis, lease, host) is read at "
+                                                          "start; it applies at the next daemon restart")
+            site = replace(site, cluster=self.site.cluster)
         if site.monitoring != self.site.monitoring:
             self.log.warning("monitoring_not_reloaded", hint="metrics and alerts settings are read at start; "
                                                             "they apply at the next daemon restart")
         self.site = site
         self._learn_secrets(site)
         self._log(self.ledger.reload(site))
+        self.keepers.follow(site, self.ledger.singleton_roles())
         done()
 
     def begin_stop(self, signal_name: str, leave: bool = False) -> None:
@@ -249,12 +262,15 @@ class Daemon:
             prober.stop()
         self.probers.clear()
         leave = leave or self.site.stop_on_exit == "leave"
+        self.leaving = leave
         if not (leave and self.reexec):  # a re-exec is a reload to systemd, not a stop
             self.notifier.stopping()
         self._log(self.ledger.begin_stop(leave, signal_name, on_exit="reexec" if self.reexec else "leave"))
 
     def _shutdown(self) -> None:
         self.watcher_stop.set()
+        self.keepers.finish(self.ledger, release=not self.leaving)  # containers are gone: hand the leases over
+        self._log(self._drain_lease_news())
         self.executor.shutdown(wait=False, cancel_futures=True)
         self._publish(daemon="stopped")
         self._tell_observers(lambda o: o.close())
@@ -314,6 +330,14 @@ class Daemon:
             bound = {"role": role, "container": key[1]} if key[1] else {"role": role}
             self.role_logs[key] = self.log.bind(**bound)
         return self.role_logs[key]
+
+    def _drain_lease_news(self) -> list[Event]:
+        """The keepers' last words (lease_released) after the loop ended: logged, not lost."""
+        events = []
+        for message in self.inbox.wait(0):
+            if isinstance(message, LeaseChanged):
+                events += self.ledger.lease_changed(message.view, self.now())
+        return events
 
     def _notify_dropped(self, message: str) -> None:
         self.log.warning("notify_dropped", message=message.split("\n")[0],

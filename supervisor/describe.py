@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from . import hostaccess
 from .durations import format_duration as d
-from .logs import mask_env
+from .logs import Redactor, mask_env
 from .model import Container, Site
 
 
@@ -11,6 +11,10 @@ def describe_site(site: Site) -> str:
     lines = [f"site {site.name}: {len(site.enabled())} of {len(site.containers)} containers enabled "
              f"(on exit: {site.stop_on_exit})",
              f"start order: {' -> '.join(site.start_order())} (stopped in reverse)"]
+    if site.cluster is not None:
+        c = site.cluster
+        lines.append(f"cluster: this host {c.host}, lease {d(c.lease)} in {Redactor().scrub(c.redis)}; "
+                     f"singletons: {', '.join(x.role for x in site.containers if x.singleton) or 'none'}")
     for container in site.containers:
         lines.extend(_describe(container))
     return "\n".join(lines)

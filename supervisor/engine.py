@@ -73,7 +73,17 @@ def observe(attrs: dict, site: str, observed_at: float) -> Observed:
         started_at=_epoch(state.get("StartedAt")), finished_at=_epoch(state.get("FinishedAt")),
         created_at=_epoch(attrs.get("Created")),
         exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
-        health=(state.get("Health") or {}).get("Status"), ip=ip, observed_at=observed_at)
+        health=(state.get("Health") or {}).get("Status"), ip=ip, observed_at=observed_at,
+        lease_value=_env_value(attrs, LEASE_VALUE_ENV) if ours else None)
+
+
+LEASE_VALUE_ENV = "INDICO_SUPERVISOR_LEASE_VALUE"
+
+
+def _env_value(attrs: dict, name: str) -> str | None:
+    prefix = name + "="
+    return next((item[len(prefix):] for item in (attrs.get("Config") or {}).get("Env") or ()
+                 if item.startswith(prefix)), None)
 
 
 class ImageMissing(LookupError):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from .lifecycle import IMAGE_RETRY, Event, ImageRecord, Now, RoleRecord, role_status, transition_events
 from .missed import MissedEvents
 from .outcomes import ActionOutcomes, seconds
+from .singletons import SingletonLeases
 from .waiting import FAILURE_EVENTS, DependencyWaits
 from .model import Observed, Probe, Run, Site
 from .plan import (Create, ReopenEvents, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
@@ -61,7 +62,7 @@ def lock_of(action) -> tuple:
     raise TypeError(f"not an action: {action!r}")
 
 
-class Ledger(ActionOutcomes, DependencyWaits):
+class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases):
     def __init__(self, site: Site):
         self.site = site
         self.observed: dict[str, Observed] = {}
@@ -79,6 +80,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
         self.stop_tried: set[str] = set()
         self.missed = MissedEvents()  # changes a resync found that no event reported
         self.warned_no_health: set[str] = set()  # dependencies `healthy` on nothing that checks health
+        self.leases = {}  # singleton role -> its lease as the keeper last said (singletons.py)
         self._events: list[Event] = []
         self.adopt(site)
         self._events.clear()  # nothing is forgiven at the start
@@ -201,6 +203,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
                 self._record_failure(failure, now)
         self._retry_after_cooldown(now)
         result = plan(self.world(now))
+        self.write_off_fenced(result.actions)
         for role, why in result.blocked.items():
             if self.blocked.get(role) != why:
                 self._emit("error", "container_blocked", role=role, reason=why)
@@ -239,7 +242,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
 
     def world(self, now: Now) -> World:
         ids = {ref: image.image_id for ref, image in self.images.items() if image.image_id}
-        desired = desired_specs(self.site, ids)
+        desired, hands_off, fenced = self.apply_leases(desired_specs(self.site, ids), now)
         holders: dict[str, Observed] = {}
         for seen in self.observed.values():
             holders.setdefault(seen.name, seen)  # the one World.holder() finds: the first of that name
@@ -261,7 +264,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
         removing = frozenset(ref for kind, ref in (k for k in self.in_flight if len(k) == 2) if kind == "container")
         return World(site=self.site.name, desired=desired, observed=tuple(self.observed.values()), roles=views,
                      images_busy=resolving, images_due=due, busy_containers=removing, rolling=self.rolling,
-                     wall_now=now.wall)
+                     wall_now=now.wall, hands_off=hands_off, fenced=fenced)
 
     def probe_targets(self, now: Now) -> dict[str, ProbeTarget]:
         """The runs the daemon's probes should watch now: one per probed role whose container runs."""
@@ -362,13 +365,15 @@ class Ledger(ActionOutcomes, DependencyWaits):
             status = role_status(container, record, world, now, stopping=self.stopping, busy=self.busy(container.role),
                                  blocked=self.blocked.get(container.role), waiting=self.waiting.get(container.role, ""),
                                  image_error=self.images[container.image].error, gap=record.gap)
-            self._events += transition_events(record, status)
             statuses.append(status)
+        statuses = self.lease_statuses(statuses, now)
+        for status in statuses:
+            self._events += transition_events(self.roles[status.role], status)
         return statuses, self._take()
 
-    def deadlines(self) -> list[float]:
-        """Monotonic times at which something becomes due: a resync, a restart, an image retry."""
-        found = [self.next_resync_at]
+    def deadlines(self, mono: float = 0.0) -> list[float]:
+        """Monotonic times at which something becomes due: a resync, a restart, an image retry, a lease's."""
+        found = [self.next_resync_at, *self.lease_deadlines(mono)]
         if self.missed.deadline() is not None:
             found.append(self.missed.deadline())
         found += [r.tracker.next_start_at for r in self.roles.values() if r.tracker.next_start_at]

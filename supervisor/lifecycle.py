@@ -32,10 +32,12 @@ TRANSITIONS: dict[State | None, frozenset[State]] = {
     State.BACKOFF: _ANY - {State.BACKOFF},
     # Given up: only a reload (or a stop) moves it; it is never seen running again by itself.
     State.FAILED: frozenset({State.STARTING, State.PULLING, State.BLOCKED, State.WAITING, State.STOPPING,
-                             State.STOPPED}),
+                             State.STOPPED, State.STANDBY}),
     State.BLOCKED: _ANY - {State.BLOCKED},
     # A dependency's outage is no failure of the dependent's: it never ends in `failed` by waiting.
     State.WAITING: _ANY - {State.WAITING, State.FAILED},
+    # Another host holds the singleton's lease: no failure of ours, never `failed` by standing by.
+    State.STANDBY: _ANY - {State.STANDBY, State.FAILED},
     State.STOPPING: frozenset({State.STOPPED}),
     State.STOPPED: frozenset(),
 }

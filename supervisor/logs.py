@@ -174,6 +174,9 @@ def secrets_of_site(site: Any) -> set[str]:
         for words in (container.command, container.probe and container.probe.command,
                       container.healthcheck and container.healthcheck.test):
             found |= secrets_of_command(words or ())
+    cluster = getattr(site, "cluster", None)
+    if cluster is not None:
+        found |= uri_passwords(cluster.redis)
     return found
 
 

@@ -87,6 +87,7 @@ class Container:
     depends_on: tuple[tuple[str, str], ...] = ()  # (role, "started" or "healthy"), in the file's order
     cap_add: tuple[str, ...] = ()  # "CAP_…" names, sorted; all others are dropped unless allow_root
     allow_host_access: bool = False  # daemon-only: what the site file may ask for, not what the engine is given
+    singleton: bool = False  # daemon-only: runs on one host of the cluster at a time, under a lease (lease.py)
 
     @property
     def user(self) -> str:
@@ -101,6 +102,7 @@ class Site:
     stop_on_exit: str = "stop"
     pull_timeout: float = 120.0  # seconds a pull may go without progress before it is abandoned and retried
     monitoring: object = None  # monitoring.Monitoring: the `metrics` and `alerts` sections
+    cluster: object = None  # cluster.Cluster: the lease's Redis, length and host name; None: no singletons
 
     def enabled(self) -> tuple[Container, ...]:
         return tuple(c for c in self.containers if c.enabled)
@@ -158,6 +160,7 @@ class Observed:
     health: str | None = None  # the engine's HEALTHCHECK verdict: starting, healthy, unhealthy
     ip: str | None = None
     observed_at: float = 0.0  # monotonic; the newer of two descriptions wins
+    lease_value: str | None = None  # a singleton's INDICO_SUPERVISOR_LEASE_VALUE: adopted when the key still holds it
 
     @property
     def running(self) -> bool:

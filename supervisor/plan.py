@@ -13,6 +13,7 @@ from .model import Observed, Run
 from .spec import ContainerSpec
 
 RESTARTABLE_STATES = ("exited", "created")  # `start` reuses these; anything else is recreated
+LEASE_FENCE_REASON = "singleton lease not held by this host"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class World:
     busy_containers: frozenset[str] = frozenset()  # ids with an action in flight (removals)
     rolling: str | None = None  # the role recreated last for a changed spec
     wall_now: float = 0.0
+    hands_off: frozenset[str] = frozenset()  # names of singleton roles whose lease is not known yet: left alone
+    fenced: frozenset[str] = frozenset()  # names of singleton roles whose lease this host does not hold
 
     def role(self, role: str) -> RoleView:
         return self.roles.get(role, RoleView())
@@ -101,6 +104,7 @@ class Restart:
 class Remove:
     container: Observed
     reason: str = "not in the site file"
+    timeout: float | None = None  # None: the role's stop timeout; 0: no grace (a singleton's lost lease)
 
 
 # The daemon's own: not planned from the picture, but beside the others in the action table.
@@ -199,7 +203,9 @@ def plan(world: World) -> Plan:
         result.actions.append(action)
     for container in world.observed:
         if world.owns(container) and container.id not in world.busy_containers:
-            if wanted_names.get(container.name) != container.role:
+            if container.name in world.fenced:
+                result.actions.append(Remove(container, LEASE_FENCE_REASON, timeout=0.0))
+            elif wanted_names.get(container.name) != container.role and container.name not in world.hands_off:
                 result.actions.append(Remove(container))
     return result
 

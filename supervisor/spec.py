@@ -18,6 +18,8 @@ LABEL_PREFIX = "io.indico-supervisor."
 LABEL_SITE = LABEL_PREFIX + "site"
 LABEL_ROLE = LABEL_PREFIX + "role"
 LABEL_HASH = LABEL_PREFIX + "spec-hash"
+# The lease protocol's own label (lease-spec): the fencing token a singleton's container runs under.
+LABEL_LEASE_TOKEN = "indico-supervisor.lease-token"
 # One-shot containers (`indico-supervisor exec`) carry these instead of LABEL_SITE:
 # the daemon would take a site-labelled container of an unknown role for an orphan.
 LABEL_ONESHOT = LABEL_PREFIX + "oneshot"
@@ -31,6 +33,7 @@ class ContainerSpec:
     site: str
     container: Container
     image_id: str | None = None  # the resolved image ("sha256:…"); part of the hash
+    lease_token: int | None = None  # a singleton's fencing token (its lease value, in the env, is in the hash)
 
     @property
     def role(self) -> str:
@@ -45,7 +48,10 @@ class ContainerSpec:
         return spec_hash(self.container, self.image_id)
 
     def labels(self) -> dict[str, str]:
-        return {LABEL_SITE: self.site, LABEL_ROLE: self.role, LABEL_HASH: self.hash}
+        labels = {LABEL_SITE: self.site, LABEL_ROLE: self.role, LABEL_HASH: self.hash}
+        if self.lease_token is not None:
+            labels[LABEL_LEASE_TOKEN] = str(self.lease_token)
+        return labels
 
     def create_kwargs(self) -> dict:
         """Arguments for `client.containers.create(**kwargs)`."""
@@ -123,7 +129,8 @@ def spec_hash(container: Container, image_id: str | None) -> str:
     capability drop.
     """
     fields = asdict(container)
-    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "pull", "depends_on", "allow_host_access"):
+    for daemon_only in ("restart", "stop_timeout", "probe", "enabled", "pull", "depends_on", "allow_host_access",
+                        "singleton"):
         fields.pop(daemon_only)
     # Host binds hash as they always did, so an upgrade adopts its running containers.
     fields["binds"] = [{k: v for k, v in b.items() if k != "named" or v} for b in fields["binds"]]

@@ -23,6 +23,7 @@ class State(str, Enum):
     BLOCKED = "blocked"  # its name is held by a container we do not own
     STOPPING = "stopping"
     STOPPED = "stopped"
+    STANDBY = "standby"  # a singleton whose lease another host holds (or nobody, for a moment): no container here
 
 
 SETTLED = (State.RUNNING, State.BACKOFF, State.FAILED, State.BLOCKED)
@@ -40,6 +41,8 @@ class RoleStatus:
     image: str = ""
     next_restart_at: float | None = None  # epoch seconds
     container_id: str = ""
+    lease_holder: str = ""  # singleton roles: the host holding the lease, "" when none or unknown
+    lease_token: int | None = None
 
 
 def status_line(statuses: list[RoleStatus], now: float) -> str:
@@ -54,6 +57,8 @@ def status_line(statuses: list[RoleStatus], now: float) -> str:
             parts.append(f"{s.role} restarting in {max(0, round(s.next_restart_at - now))}s")
         elif s.state is State.WAITING:
             parts.append(f"{s.role} waiting for {s.detail}")
+        elif s.state is State.STANDBY:
+            parts.append(f"{s.role} standby ({s.detail})")
         else:
             parts.append(f"{s.role} {s.state.value}")
     return "; ".join(parts)
@@ -148,6 +153,8 @@ def render_table(rows: list[dict], now: float) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
     text += [f"  {row['role']}: {row['detail']}" for row in rows if row.get("detail")]
+    text += [f"  {row['role']}: lease held by {row['lease_holder']}, token {row.get('lease_token')}"
+             for row in rows if row.get("lease_holder")]
     return "\n".join(text)
 
 

@@ -86,6 +86,7 @@ class FreezingProxy:
 
     def _accept(self) -> None:
         while not self.closed:
+            client = None
             try:
                 client, _ = self.server.accept()
                 upstream = socket.socket(self.family, socket.SOCK_STREAM)
@@ -93,6 +94,10 @@ class FreezingProxy:
             except OSError:
                 if self.closed:
                     return
+                # The server is down: the client sees a closed connection, as it would.
+                if client is not None:
+                    with contextlib.suppress(OSError):
+                        client.close()
                 continue
             connection = _Connection(client, upstream)
             with self.lock:
