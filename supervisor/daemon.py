@@ -30,6 +30,7 @@ from .notify import Notifier
 from .plan import Stop
 from .problems import ConfigError
 from .spec import spec_hash
+from .upgrades import UpgradeJobStarted, UpgradeOutput
 from .status import state_path, state_payload, status_line, write_state
 from .watcher import Reopener, watch_engine
 
@@ -65,7 +66,8 @@ class Daemon:
                                        wanted_names=lambda: self.ledger.wanted_names(),
                                        stop_timeout=lambda role: self.ledger.stop_timeout(role),
                                        pull_timeout=lambda: self.site.pull_timeout,
-                                       reopen_events=self.reopener.reopen)
+                                       reopen_events=self.reopener.reopen, site=lambda: self.site,
+                                       stopping=lambda: self.ledger.stopping)
         self.probers: dict[str, Prober] = {}
         self.ready_sent = False
         self.started = self.clock.monotonic()
@@ -93,6 +95,8 @@ class Daemon:
             PullProgress: self.on_pull_progress,
             SiteResourceCreated: lambda m: self.log.info("site_resource_created", created=m.what,
                                                          hint="labelled with the site; never removed by us"),
+            UpgradeJobStarted: lambda m: self.ledger.upgrade_job_started(m),
+            UpgradeOutput: lambda m: self.log.info("upgrade_output", command=m.command, stream=m.stream, line=m.line),
             ActionDone: lambda m: actions.finish(self.ledger, m.action, m.result, self.now()),
             ActionFailed: lambda m: actions.fail(self.ledger, m.action, m.error, m.unreachable, self.now()),
         }

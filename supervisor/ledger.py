@@ -24,11 +24,12 @@ from .missed import MissedEvents
 from .outcomes import ActionOutcomes, seconds
 from .waiting import FAILURE_EVENTS, DependencyWaits
 from .model import Observed, Probe, Run, Site
-from .plan import (Create, ReopenEvents, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
-                   new_failures, plan, unmet_dependencies)
+from .plan import (Create, ReopenEvents, Failure, Remove, ResolveImage, Restart, Resync, RoleView, RunUpgrade, Start,
+                   Stop, World, new_failures, plan, unmet_dependencies)
 from .policy import RestartTracker
 from .spec import desired_specs
 from .status import RoleStatus
+from .upgrades import UpgradeGate, Upgrades
 
 BLOCKED_RESYNC_EVERY = 2.0  # a foreign container holding our name shows in no event of ours
 UNREACHABLE_RESYNC_AFTER = 2.0
@@ -58,10 +59,12 @@ def lock_of(action) -> tuple:
             return ("resync",)
         case ReopenEvents():
             return ("events",)
+        case RunUpgrade():
+            return ("upgrade",)
     raise TypeError(f"not an action: {action!r}")
 
 
-class Ledger(ActionOutcomes, DependencyWaits):
+class Ledger(ActionOutcomes, DependencyWaits, Upgrades):
     def __init__(self, site: Site):
         self.site = site
         self.observed: dict[str, Observed] = {}
@@ -80,6 +83,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
         self.missed = MissedEvents()  # changes a resync found that no event reported
         self.warned_no_health: set[str] = set()  # dependencies `healthy` on nothing that checks health
         self._events: list[Event] = []
+        self.upgrade = UpgradeGate()  # a new Indico image's upgrade jobs (`upgrades.py`)
         self.adopt(site)
         self._events.clear()  # nothing is forgiven at the start
 
@@ -207,7 +211,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
         self.blocked, self.waiting = result.blocked, result.waiting
         if self.blocked:
             self.next_resync_at = min(self.next_resync_at, now.mono + BLOCKED_RESYNC_EVERY)
-        return result.actions
+        return result.actions + self._upgrade_actions(gaps)
 
     def _record_failure(self, failure: Failure, now: Now) -> None:
         record = self.roles[failure.role]
@@ -261,7 +265,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
         removing = frozenset(ref for kind, ref in (k for k in self.in_flight if len(k) == 2) if kind == "container")
         return World(site=self.site.name, desired=desired, observed=tuple(self.observed.values()), roles=views,
                      images_busy=resolving, images_due=due, busy_containers=removing, rolling=self.rolling,
-                     wall_now=now.wall)
+                     wall_now=now.wall, held=self._held_roles())
 
     def probe_targets(self, now: Now) -> dict[str, ProbeTarget]:
         """The runs the daemon's probes should watch now: one per probed role whose container runs."""
@@ -318,6 +322,7 @@ class Ledger(ActionOutcomes, DependencyWaits):
         for image in self.images.values():
             image.stale = True  # `always` pulls again; a retagged local image is noticed
             image.tracker.forgive(IMAGE_RETRY)
+        self._rearm_upgrades()
         return events
 
     def begin_stop(self, leave: bool, signal_name: str, on_exit: str) -> list[Event]:
@@ -361,7 +366,8 @@ class Ledger(ActionOutcomes, DependencyWaits):
             record = self.roles[container.role]
             status = role_status(container, record, world, now, stopping=self.stopping, busy=self.busy(container.role),
                                  blocked=self.blocked.get(container.role), waiting=self.waiting.get(container.role, ""),
-                                 image_error=self.images[container.image].error, gap=record.gap)
+                                 image_error=self.images[container.image].error, gap=record.gap,
+                                 upgrade=self.upgrade_view(container.role))
             self._events += transition_events(record, status)
             statuses.append(status)
         return statuses, self._take()

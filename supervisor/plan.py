@@ -41,6 +41,7 @@ class World:
     busy_containers: frozenset[str] = frozenset()  # ids with an action in flight (removals)
     rolling: str | None = None  # the role recreated last for a changed spec
     wall_now: float = 0.0
+    held: frozenset[str] = frozenset()  # roles kept on their old image until its upgrade jobs pass
 
     def role(self, role: str) -> RoleView:
         return self.roles.get(role, RoleView())
@@ -122,7 +123,16 @@ class Stop:
     timeout: float
 
 
-Action = ResolveImage | Create | Start | Restart | Remove | Resync | Stop | ReopenEvents
+@dataclass(frozen=True)
+class RunUpgrade:
+    """The upgrade jobs of a new Indico image, one after the other, as one-shot containers of `role`'s settings."""
+    image_id: str
+    role: str
+    commands: tuple[tuple[str, ...], ...]
+    timeout: float  # for each job
+
+
+Action = ResolveImage | Create | Start | Restart | Remove | Resync | Stop | ReopenEvents | RunUpgrade
 
 
 @dataclass
@@ -191,6 +201,11 @@ def plan(world: World) -> Plan:
             continue
         if not view.due:
             continue
+        if role in world.held:
+            action = _keep_old(role, holder, view)
+            if action is not None:
+                result.actions.append(action)
+            continue
         action = _action_for(role, spec, holder, view, world, rollout_open)
         if action is None:
             continue
@@ -234,6 +249,20 @@ def _action_for(role: str, spec: ContainerSpec, holder: Observed | None, view: R
     if holder.status == "dead":
         return Create(role, spec, replace=holder, reason="dead")
     return None  # paused, restarting, removing: the engine is busy with it
+
+
+def _keep_old(role: str, holder: Observed | None, view: RoleView) -> Action | None:
+    """A role held for its upgrade: its old container is started or restarted as it is, never replaced.
+
+    None is created on the new image before its upgrade jobs pass; one that is gone waits.
+    """
+    if holder is None:
+        return None
+    if holder.running:
+        return Restart(role, holder) if view.counted_run == holder.run else None
+    if holder.status in RESTARTABLE_STATES and view.refused_container != holder.id:
+        return Start(role, holder)
+    return None
 
 
 def _image_pulls(world: World) -> dict[str, str]:

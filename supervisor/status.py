@@ -23,9 +23,13 @@ class State(str, Enum):
     BLOCKED = "blocked"  # its name is held by a container we do not own
     STOPPING = "stopping"
     STOPPED = "stopped"
+    UPGRADING = "upgrading"  # its new image's upgrade jobs are to run or running; the old container serves
+    UPGRADE_FAILED = "upgrade_failed"  # an upgrade job failed: the old container serves until a reload or a new image
 
 
 SETTLED = (State.RUNNING, State.BACKOFF, State.FAILED, State.BLOCKED)
+# An upgrade may take its timeout (10 min): the old container serves meanwhile, so READY=1 need not wait.
+SETTLED += (State.UPGRADING, State.UPGRADE_FAILED)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class RoleStatus:
     image: str = ""
     next_restart_at: float | None = None  # epoch seconds
     container_id: str = ""
+    upgrade: dict | None = None  # the new image's upgrade: the job running, or the one that failed and its last lines
 
 
 def status_line(statuses: list[RoleStatus], now: float) -> str:
@@ -54,6 +59,8 @@ def status_line(statuses: list[RoleStatus], now: float) -> str:
             parts.append(f"{s.role} restarting in {max(0, round(s.next_restart_at - now))}s")
         elif s.state is State.WAITING:
             parts.append(f"{s.role} waiting for {s.detail}")
+        elif s.state is State.UPGRADING and s.detail:
+            parts.append(f"{s.role} {s.detail}")
         else:
             parts.append(f"{s.role} {s.state.value}")
     return "; ".join(parts)
