@@ -17,7 +17,7 @@ LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}
 # The daemon rewrites its state at least every 10 s (daemon.STATE_HEARTBEAT); a file much
 # older than that is a loop that hangs, even if its PID still lives.
 STALE_AFTER = 60.0
-NEEDS_A_PERSON = ("failed", "blocked")
+NEEDS_A_PERSON = ("failed", "blocked", "upgrade_failed")
 
 
 def check(state: dict | None, alive: bool, now: float | None = None) -> tuple[int, str]:

@@ -140,11 +140,11 @@ class Upgrades:
     def upgrade_action_failed(self, action: RunUpgrade, error: str, unreachable: bool, now: Now) -> list[Event]:
         self.upgrade.running, self.upgrade.command = None, ""
         if not unreachable:  # the engine's return brings a resync, and the upgrade again
-            self._record_upgrade_failure(action, f"the engine refused the job: {error}", [], reason=error)
+            self._record_upgrade_failure(action, f"the job could not run: {error}", [], reason=error)
         return self._take()
 
     def _record_upgrade_failure(self, action: RunUpgrade, summary: str, output: list[str], **facts) -> None:
         tail = output[-TAIL_LINES:]
         self.upgrade.failed[action.image_id] = {"summary": summary, "output": tail, **facts}
-        self._emit("error", "upgrade_failed", image_id=action.image_id[:19], problem=summary, output=tail,
+        self._emit("error", "upgrade_failed", image_id=action.image_id[:19], reason=summary, output=tail,
                    roles=list(upgraded_roles(self.site)), hint=FAILED_HINT)

@@ -26,6 +26,7 @@ from supervisor.spec import LABEL_ONESHOT
 
 ERROR = 3  # syslog priority of an error line
 QUIET = 2.0  # long enough for a wrongly planned second upgrade or recreate to show in the log
+SECRET = "hunter2-upgrade-secret"
 RESYNC_EVERY = 30.0  # supervisor.outcomes.RESYNC_EVERY: the failure must outlast one
 
 
@@ -61,9 +62,9 @@ def writing(word: str) -> list[str]:
     return ["sh", "-c", f"echo {word}; echo {word} >> /opt/indico/data/upgrades.log"]
 
 
-def start_site(run_daemon, tmp_path, ref: str, commands: list, timeout: str = "30s"):
+def start_site(run_daemon, tmp_path, ref: str, commands: list, timeout: str = "30s", **top):
     daemon = run_daemon({"worker": {}, "celery": {}})
-    daemon.write({**daemon.config, "image": ref, "upgrade": {"commands": commands, "timeout": timeout}})
+    daemon.write({**daemon.config, "image": ref, "upgrade": {"commands": commands, "timeout": timeout}, **top})
     os.chmod(tmp_path / "data", 0o777)  # the jobs run as the worker's user, 65534
     daemon.start()
     daemon.wait_ready()
@@ -138,7 +139,7 @@ def test_a_failing_upgrade_job_leaves_the_old_worker_serving_until_a_reload_runs
     daemon.signal(signal.SIGHUP)
     failure = daemon.wait_event("upgrade_failed", timeout=60)
     assert failure["priority"] == ERROR
-    assert "exited 3" in failure["problem"]
+    assert "exited 3" in failure["reason"]
     time.sleep(RESYNC_EVERY + QUIET)  # a resync, and no second try
     assert len(daemon.events("upgrade_started")) == 1
     assert images_of(docker_client, site_name) == old  # the same containers, on the first build, running
@@ -164,14 +165,34 @@ def test_a_failing_upgrade_job_leaves_the_old_worker_serving_until_a_reload_runs
 def test_an_upgrade_job_past_its_timeout_is_killed_and_the_old_worker_keeps_serving(
         docker_client, site_name, builds, run_daemon, tmp_path):
     (first, second), point = builds
-    daemon = start_site(run_daemon, tmp_path, point(first), [["sleep", "300"]], timeout="1s")
+    job = ["sh", "-c", "echo connecting with $DB_PASSWORD; sleep 300"]
+    daemon = start_site(run_daemon, tmp_path, point(first), [job], timeout="1s", env={"DB_PASSWORD": SECRET})
     old = images_of(docker_client, site_name)
     point(second)
     daemon.signal(signal.SIGHUP)
     failure = daemon.wait_event("upgrade_failed", timeout=60)
-    assert "timed out after 1s (killed)" in failure["problem"]
+    assert "timed out after 1s (killed)" in failure["reason"]
     assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL_ONESHOT}={site_name}"})
     time.sleep(QUIET)
     assert images_of(docker_client, site_name) == old
-    assert status_json(daemon)["worker"]["upgrade"]["timed_out"] is True
+    shown = status_json(daemon)
+    assert shown["worker"]["upgrade"]["timed_out"] is True
+    # The job's output reaches the journal and `status`, its secrets do not.
+    assert [e["line"].startswith("connecting with") for e in daemon.events("upgrade_output")] == [True]
+    assert shown["worker"]["upgrade"]["output"][0].startswith("connecting with")
+    assert SECRET not in daemon.log_text() and SECRET not in json.dumps(shown)
     assert daemon.stop() == 0
+
+
+def test_a_stop_during_an_upgrade_kills_the_job_and_leaves_no_container_behind(
+        docker_client, site_name, builds, run_daemon, tmp_path):
+    (first, second), point = builds
+    daemon = start_site(run_daemon, tmp_path, point(first), [["sleep", "300"]], timeout="10m")
+    point(second)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("upgrade_job_started", timeout=60)
+    wait_until(lambda: docker_client.containers.list(filters={"label": f"{LABEL_ONESHOT}={site_name}"}),
+               timeout=30, what="the upgrade job running")
+    assert daemon.stop(timeout=60) == 0  # well before the job's 10 minutes
+    assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL_ONESHOT}={site_name}"})
+    assert not site_containers(docker_client, site_name)

@@ -197,7 +197,7 @@ def test_an_engine_refusing_the_job_fails_the_upgrade_but_an_engine_gone_does_no
     upgrade = only(r.step(), RunUpgrade)  # the resync that follows brings it again
     r.fail(upgrade, "No such image: sha256:…")
     assert r.state("worker") is State.UPGRADE_FAILED
-    assert "No such image" in next(e for e in r.events if e.name == "upgrade_failed").fields["problem"]
+    assert "No such image" in next(e for e in r.events if e.name == "upgrade_failed").fields["reason"]
 
 
 def test_a_role_with_its_own_image_is_not_held():
