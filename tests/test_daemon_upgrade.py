@@ -196,3 +196,20 @@ def test_a_stop_during_an_upgrade_kills_the_job_and_leaves_no_container_behind(
     assert daemon.stop(timeout=60) == 0  # well before the job's 10 minutes
     assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL_ONESHOT}={site_name}"})
     assert not site_containers(docker_client, site_name)
+
+
+def test_a_daemon_started_on_containers_of_an_older_image_upgrades_them_and_a_first_start_does_not(
+        docker_client, site_name, builds, run_daemon, tmp_path):
+    (first, second), point = builds
+    daemon = start_site(run_daemon, tmp_path, point(first), [writing("upgraded")])
+    assert not (tmp_path / "data" / "upgrades.log").exists()
+    daemon.signal(signal.SIGUSR1)  # exits, leaving its containers running (a package upgrade)
+    assert daemon.process.wait(60) == 0
+    point(second)
+    daemon.start()
+    daemon.wait_event("upgrade_finished", timeout=60)
+    wait_until(lambda: all(image == second and status == "running"
+                           for _, image, status in images_of(docker_client, site_name).values()),
+               timeout=60, what="worker and celery recreated on the second build")
+    assert (tmp_path / "data" / "upgrades.log").read_text() == "upgraded\n"
+    assert daemon.stop() == 0
