@@ -2,7 +2,7 @@
 
 0 OK: every role running, and healthy where something checks it. 1 WARNING: something
 on its way (starting, pulling, restarting after a backoff, a health check not passed yet
-or failing). 2 CRITICAL: a role `failed` or `blocked` (a person must act), a refused
+or failing). 2 CRITICAL: a role `failed`, `blocked` or `upgrade_failed` (a person must act), a refused
 reload still outstanding, or the daemon down or no longer writing its state.
 Reads the state file only: a check runs every minute and must not need the engine.
 """

@@ -207,3 +207,11 @@ def test_a_role_with_its_own_image_is_not_held():
     found = r.start_up(on_image(r, "worker", OLD_ID, the_site), on_image(r, "celery", OLD_ID, the_site))
     assert only(found, RunUpgrade).image_id == IMAGE_ID
     assert only(found, Create).role == "celery"
+
+
+def test_a_failed_upgrade_makes_the_monitoring_check_critical():
+    from supervisor.check import CRITICAL, check
+
+    rows = [{"role": "worker", "state": "upgrade_failed"}, {"role": "celery", "state": "upgrading"}]
+    code, text = check({"updated_at": 1000.0, "containers": rows}, alive=True, now=1001.0)
+    assert code == CRITICAL and "worker upgrade_failed" in text
