@@ -30,7 +30,7 @@ from .notify import Notifier
 from .plan import Stop
 from .problems import ConfigError
 from .spec import spec_hash
-from .upgrades import UpgradeJobStarted, UpgradeOutput
+from .upgrades import UpgradeJobLeftOver, UpgradeJobStarted, UpgradeOutput
 from .status import state_path, state_payload, status_line, write_state
 from .watcher import Reopener, watch_engine
 
@@ -97,6 +97,10 @@ class Daemon:
                                                          hint="labelled with the site; never removed by us"),
             UpgradeJobStarted: lambda m: self.ledger.upgrade_job_started(m),
             UpgradeOutput: lambda m: self.log.info("upgrade_output", command=m.command, stream=m.stream, line=m.line),
+            UpgradeJobLeftOver: lambda m: self.log.warning("upgrade_job_removed", container=m.name,
+                                                           image_id=m.image_id[:19],
+                                                           hint="left running by an earlier daemon; removed so "
+                                                                "no two upgrades run at once"),
             ActionDone: lambda m: actions.finish(self.ledger, m.action, m.result, self.now()),
             ActionFailed: lambda m: actions.fail(self.ledger, m.action, m.error, m.unreachable, self.now()),
         }

@@ -20,8 +20,8 @@ import docker.errors
 from .engine import Engine, connect_patient
 from .oneshot import check_runnable, oneshot_name, role_container
 from .plan import RunUpgrade
-from .spec import LABEL_PREFIX, oneshot_create_kwargs
-from .upgrades import TAIL_LINES, UpgradeJobStarted, UpgradeOutput, UpgradeResult
+from .spec import LABEL_ONESHOT, LABEL_PREFIX, oneshot_create_kwargs
+from .upgrades import TAIL_LINES, UpgradeJobLeftOver, UpgradeJobStarted, UpgradeOutput, UpgradeResult
 
 LABEL_UPGRADE = LABEL_PREFIX + "upgrade"  # the image ID a job upgrades to: `docker ps --filter label=…`
 POLL = 0.5  # seconds between looks at the timeout and at the daemon's stop
@@ -35,6 +35,7 @@ def run_upgrade(engine: Engine, action: RunUpgrade, site, post: Callable[[object
     engine.ensure_site_resources(container)
     client = connect_patient()  # a job may be silent for minutes: its output stream has no read timeout
     try:
+        _remove_left_over_jobs(client, site.name, post)
         for index, command in enumerate(action.commands):
             post(UpgradeJobStarted(action.image_id, index, command))
             job = _Job(client, site.name, container, action, command, post)
@@ -103,6 +104,20 @@ class _Job:
         line = raw.decode(errors="replace").rstrip("\r")
         self.tail.append(line)
         self.post(UpgradeOutput(self.command, stream, line))
+
+
+def _remove_left_over_jobs(client, site: str, post: Callable[[object], None]) -> None:
+    """Jobs of an earlier daemon that ended without removing them (SIGKILL, a re-exec): never two migrations at once.
+
+    Only containers carrying both this site's one-shot label and the upgrade label: an
+    admin's own `exec` job is never touched.
+    """
+    for leftover in client.containers.list(all=True, filters={"label": [f"{LABEL_ONESHOT}={site}", LABEL_UPGRADE]}):
+        try:
+            leftover.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            continue
+        post(UpgradeJobLeftOver(leftover.name, leftover.labels.get(LABEL_UPGRADE, "")))
 
 
 def _suffix() -> str:

@@ -44,6 +44,12 @@ class UpgradeJobStarted:
 
 
 @dataclass(frozen=True)
+class UpgradeJobLeftOver:
+    name: str  # a job container an earlier daemon left behind, removed before the jobs run
+    image_id: str
+
+
+@dataclass(frozen=True)
 class UpgradeOutput:
     command: str
     stream: str  # stdout or stderr

@@ -23,6 +23,7 @@ import pytest
 from harness.daemon import site_containers, wait_until
 from harness.sites import SITE_LABEL, remove_site_containers
 from supervisor.spec import LABEL_ONESHOT
+from supervisor.upgrade_jobs import LABEL_UPGRADE
 
 ERROR = 3  # syslog priority of an error line
 QUIET = 2.0  # long enough for a wrongly planned second upgrade or recreate to show in the log
@@ -212,4 +213,25 @@ def test_a_daemon_started_on_containers_of_an_older_image_upgrades_them_and_a_fi
                            for _, image, status in images_of(docker_client, site_name).values()),
                timeout=60, what="worker and celery recreated on the second build")
     assert (tmp_path / "data" / "upgrades.log").read_text() == "upgraded\n"
+    assert daemon.stop() == 0
+
+
+def test_an_upgrade_job_left_running_by_an_earlier_daemon_is_removed_before_the_jobs_run_again(
+        docker_client, site_name, builds, run_daemon, tmp_path, busybox):
+    (first, second), point = builds
+    daemon = start_site(run_daemon, tmp_path, point(first), [writing("upgraded")])
+    leftover = docker_client.containers.run(busybox, ["sleep", "300"], detach=True, name=f"{site_name}-exec-upgrade-old",
+                                            labels={LABEL_ONESHOT: site_name, LABEL_UPGRADE: second})
+    admins_job = docker_client.containers.run(busybox, ["sleep", "300"], detach=True, name=f"{site_name}-exec-admin",
+                                              labels={LABEL_ONESHOT: site_name})
+    point(second)
+    daemon.signal(signal.SIGHUP)
+    removed = daemon.wait_event("upgrade_job_removed", timeout=60)
+    assert removed["container"] == leftover.name
+    daemon.wait_event("upgrade_finished", timeout=60)
+    with pytest.raises(docker.errors.NotFound):
+        leftover.reload()
+    admins_job.reload()  # an admin's own `exec` job is left alone
+    assert admins_job.status == "running"
+    admins_job.remove(force=True)
     assert daemon.stop() == 0
