@@ -215,3 +215,17 @@ def test_a_failed_upgrade_makes_the_monitoring_check_critical():
     rows = [{"role": "worker", "state": "upgrade_failed"}, {"role": "celery", "state": "upgrading"}]
     code, text = check({"updated_at": 1000.0, "containers": rows}, alive=True, now=1001.0)
     assert code == CRITICAL and "worker upgrade_failed" in text
+
+
+def test_a_held_role_whose_container_is_gone_waits_instead_of_being_created_on_the_new_image():
+    r = Replay(indico_site())
+    r.done(only(old_site_running(r), RunUpgrade), failed())
+    celery = next(c for c in r.ledger.observed.values() if c.role == "celery")
+    r.gone(celery.id)
+    assert not [a for a in r.step() if isinstance(a, Create)]
+    assert r.state("celery") is State.UPGRADE_FAILED
+    r.record(r.ledger.reload(indico_site()))
+    upgrade = only(r.step(), RunUpgrade)
+    r.done(upgrade, UpgradeResult(2))
+    creates = [a for a in r.step() if isinstance(a, Create)]
+    assert {(a.role, a.spec.image_id) for a in creates} >= {("celery", IMAGE_ID)}
