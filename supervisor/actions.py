@@ -13,7 +13,8 @@ from typing import Callable
 
 from .inbox import PullProgress, PullStarted, Resynced, SiteResourceCreated
 from .ledger import Event, Ledger, Now
-from .plan import Create, Remove, ReopenEvents, ResolveImage, Restart, Resync, Start, Stop
+from .plan import Create, Remove, ReopenEvents, ResolveImage, Restart, Resync, RunUpgrade, Start, Stop
+from .upgrade_jobs import run_upgrade
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Context:
     stop_timeout: Callable[[str | None], float]
     pull_timeout: Callable[[], float] = lambda: 120.0  # the site's, read at each pull: a reload may change it
     reopen_events: Callable[[], None] = lambda: None  # closes the watcher's stream under it
+    site: Callable[[], object] = lambda: None  # the site as loaded now (upgrade jobs take the worker's settings)
+    stopping: Callable[[], bool] = lambda: False  # the daemon stops: a running upgrade job is killed
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ ACTIONS: dict[type, ActionKind] = {
     Stop: ActionKind(
         run=lambda engine, a, context: engine.remove(a.container.id, a.timeout),
         begun=Ledger.removal_begun, done=Ledger.removal_done, failed=Ledger.removal_failed),
+    RunUpgrade: ActionKind(
+        run=lambda engine, a, context: run_upgrade(engine, a, context.site(), context.post, context.stopping),
+        begun=Ledger.upgrade_begun, done=Ledger.upgrade_done, failed=Ledger.upgrade_action_failed),
 }
 
 

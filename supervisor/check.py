@@ -2,7 +2,7 @@
 
 0 OK: every role running, and healthy where something checks it. 1 WARNING: something
 on its way (starting, pulling, restarting after a backoff, a health check not passed yet
-or failing). 2 CRITICAL: a role `failed` or `blocked` (a person must act), a refused
+or failing). 2 CRITICAL: a role `failed`, `blocked` or `upgrade_failed` (a person must act), a refused
 reload still outstanding, or the daemon down or no longer writing its state.
 Reads the state file only: a check runs every minute and must not need the engine.
 """
@@ -17,7 +17,7 @@ LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}
 # The daemon rewrites its state at least every 10 s (daemon.STATE_HEARTBEAT); a file much
 # older than that is a loop that hangs, even if its PID still lives.
 STALE_AFTER = 60.0
-NEEDS_A_PERSON = ("failed", "blocked")
+NEEDS_A_PERSON = ("failed", "blocked", "upgrade_failed")
 
 
 def check(state: dict | None, alive: bool, now: float | None = None) -> tuple[int, str]:

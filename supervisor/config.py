@@ -17,6 +17,7 @@ from .capabilities import read_cap_add
 from .cluster import read_cluster
 from .model import Bind, Container, Network, RestartPolicy, Site
 from .monitoring import read_monitoring
+from .upgrade_settings import read_upgrade
 from .problems import ConfigError, Problem
 from .schema import Reader, key_path
 from .sections import NAME_PATTERN, SectionReader
@@ -32,7 +33,7 @@ ROLE_DEFAULTS = {
 
 SITE_KEYS = ["site", "image", "pull", "user", "volumes", "network", "env", "restart",
              "stop", "containers", "log_driver", "log_options", "pull_timeout",
-             "metrics", "alerts", "cluster"]
+             "metrics", "alerts", "cluster", "upgrade"]
 CONTAINER_KEYS = ["image", "pull", "command", "user", "allow_root", "volumes", "network",
                   "env", "ports", "restart", "stop_timeout", "stop_signal", "health",
                   "healthcheck", "enabled", "name", "log_driver", "log_options", "depends_on", "cap_add", "allow_host_access",
@@ -121,10 +122,11 @@ class SiteReader:
         defaults["clustered"] = top.get("cluster") is not None  # even a broken section: no second problem
         containers = self._containers(top.get("containers"), defaults, "user" in top)
         monitoring = read_monitoring(self.r, top)
-        if name is None or on_exit is None or containers is None or pull_timeout is None:
+        upgrade = read_upgrade(self.r, top)
+        if name is None or on_exit is None or containers is None or pull_timeout is None or upgrade is None:
             return None
         return Site(path=path, name=name, containers=containers, stop_on_exit=on_exit, pull_timeout=pull_timeout,
-                    monitoring=monitoring, cluster=cluster)
+                    monitoring=monitoring, cluster=cluster, upgrade=upgrade)
 
     def _containers(self, node: object, defaults: dict, has_user: bool) -> tuple[Container, ...] | None:
         if node is None or node == {}:

@@ -33,6 +33,7 @@ from .notify import Notifier
 from .plan import Stop
 from .problems import ConfigError
 from .spec import spec_hash
+from .upgrades import UpgradeJobLeftOver, UpgradeJobStarted, UpgradeOutput
 from .status import state_path, state_payload, status_line, write_state
 from .watcher import Reopener, watch_engine
 
@@ -68,7 +69,8 @@ class Daemon:
                                        wanted_names=lambda: self.ledger.wanted_names(),
                                        stop_timeout=lambda role: self.ledger.stop_timeout(role),
                                        pull_timeout=lambda: self.site.pull_timeout,
-                                       reopen_events=self.reopener.reopen)
+                                       reopen_events=self.reopener.reopen, site=lambda: self.site,
+                                       stopping=lambda: self.ledger.stopping)
         self.probers: dict[str, Prober] = {}
         self.ready_sent = False
         self.started = self.clock.monotonic()
@@ -99,6 +101,12 @@ class Daemon:
             SiteResourceCreated: lambda m: self.log.info("site_resource_created", created=m.what,
                                                          hint="labelled with the site; never removed by us"),
             LeaseChanged: lambda m: self.ledger.lease_changed(m.view, self.now()),
+            UpgradeJobStarted: lambda m: self.ledger.upgrade_job_started(m),
+            UpgradeOutput: lambda m: self.log.info("upgrade_output", command=m.command, stream=m.stream, line=m.line),
+            UpgradeJobLeftOver: lambda m: self.log.warning("upgrade_job_removed", container=m.name,
+                                                           image_id=m.image_id[:19],
+                                                           hint="left running by an earlier daemon; removed so "
+                                                                "no two upgrades run at once"),
             ActionDone: lambda m: actions.finish(self.ledger, m.action, m.result, self.now()),
             ActionFailed: lambda m: actions.fail(self.ledger, m.action, m.error, m.unreachable, self.now()),
         }

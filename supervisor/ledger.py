@@ -25,11 +25,12 @@ from .outcomes import ActionOutcomes, seconds
 from .singletons import SingletonLeases
 from .waiting import FAILURE_EVENTS, DependencyWaits
 from .model import Observed, Probe, Run, Site
-from .plan import (Create, ReopenEvents, Failure, Remove, ResolveImage, Restart, Resync, RoleView, Start, Stop, World,
-                   new_failures, plan, unmet_dependencies)
+from .plan import (Create, ReopenEvents, Failure, Remove, ResolveImage, Restart, Resync, RoleView, RunUpgrade, Start,
+                   Stop, World, new_failures, plan, unmet_dependencies)
 from .policy import RestartTracker
 from .spec import desired_specs
 from .status import RoleStatus
+from .upgrades import UpgradeGate, Upgrades
 
 BLOCKED_RESYNC_EVERY = 2.0  # a foreign container holding our name shows in no event of ours
 UNREACHABLE_RESYNC_AFTER = 2.0
@@ -59,10 +60,12 @@ def lock_of(action) -> tuple:
             return ("resync",)
         case ReopenEvents():
             return ("events",)
+        case RunUpgrade():
+            return ("upgrade",)
     raise TypeError(f"not an action: {action!r}")
 
 
-class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases):
+class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases, Upgrades):
     def __init__(self, site: Site):
         self.site = site
         self.observed: dict[str, Observed] = {}
@@ -82,6 +85,7 @@ class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases):
         self.warned_no_health: set[str] = set()  # dependencies `healthy` on nothing that checks health
         self.leases = {}  # singleton role -> its lease as the keeper last said (singletons.py)
         self._events: list[Event] = []
+        self.upgrade = UpgradeGate()  # a new Indico image's upgrade jobs (`upgrades.py`)
         self.adopt(site)
         self._events.clear()  # nothing is forgiven at the start
 
@@ -210,7 +214,7 @@ class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases):
         self.blocked, self.waiting = result.blocked, result.waiting
         if self.blocked:
             self.next_resync_at = min(self.next_resync_at, now.mono + BLOCKED_RESYNC_EVERY)
-        return result.actions
+        return result.actions + self._upgrade_actions(gaps)
 
     def _record_failure(self, failure: Failure, now: Now) -> None:
         record = self.roles[failure.role]
@@ -264,7 +268,8 @@ class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases):
         removing = frozenset(ref for kind, ref in (k for k in self.in_flight if len(k) == 2) if kind == "container")
         return World(site=self.site.name, desired=desired, observed=tuple(self.observed.values()), roles=views,
                      images_busy=resolving, images_due=due, busy_containers=removing, rolling=self.rolling,
-                     wall_now=now.wall, hands_off=hands_off, fenced=fenced)
+                     wall_now=now.wall, hands_off=hands_off, fenced=fenced,
+                     held=self._held_roles())
 
     def probe_targets(self, now: Now) -> dict[str, ProbeTarget]:
         """The runs the daemon's probes should watch now: one per probed role whose container runs."""
@@ -321,6 +326,7 @@ class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases):
         for image in self.images.values():
             image.stale = True  # `always` pulls again; a retagged local image is noticed
             image.tracker.forgive(IMAGE_RETRY)
+        self._rearm_upgrades()
         return events
 
     def begin_stop(self, leave: bool, signal_name: str, on_exit: str) -> list[Event]:
@@ -364,7 +370,8 @@ class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases):
             record = self.roles[container.role]
             status = role_status(container, record, world, now, stopping=self.stopping, busy=self.busy(container.role),
                                  blocked=self.blocked.get(container.role), waiting=self.waiting.get(container.role, ""),
-                                 image_error=self.images[container.image].error, gap=record.gap)
+                                 image_error=self.images[container.image].error, gap=record.gap,
+                                 upgrade=self.upgrade_view(container.role))
             statuses.append(status)
         statuses = self.lease_statuses(statuses, now)
         for status in statuses:

@@ -40,7 +40,12 @@ TRANSITIONS: dict[State | None, frozenset[State]] = {
     State.STANDBY: _ANY - {State.STANDBY, State.FAILED},
     State.STOPPING: frozenset({State.STOPPED}),
     State.STOPPED: frozenset(),
+    State.UPGRADING: _ANY - {State.UPGRADING},
+    # Held on the old image until a reload or a newer image; its old container may still crash or stop.
+    State.UPGRADE_FAILED: _ANY - {State.UPGRADE_FAILED},
 }
+# A reload forgives a crash loop and may bring a new image at once: upgrading comes next.
+TRANSITIONS[State.FAILED] |= {State.UPGRADING, State.UPGRADE_FAILED}
 
 
 
@@ -86,7 +91,8 @@ class ImageRecord:
 
 
 def role_status(container: Container, record: RoleRecord, world: World, now: Now, *, stopping: bool, busy: bool,
-                blocked: str | None, waiting: str, image_error: str, gap: str | None = None) -> RoleStatus:
+                blocked: str | None, waiting: str, image_error: str, gap: str | None = None,
+                upgrade: tuple[State, str, dict] | None = None) -> RoleStatus:
     """The role's state now, with what an admin needs to read next to it."""
     spec = world.desired.get(container.role)
     holder = world.holder(container.name)
@@ -110,6 +116,8 @@ def role_status(container: Container, record: RoleRecord, world: World, now: Now
         state, detail = State.PULLING, image_error or waiting
     elif busy:
         state = State.STARTING
+    elif upgrade is not None:  # held on its old image: (UPGRADING or UPGRADE_FAILED, detail, facts)
+        state, detail = upgrade[0], upgrade[1]
     elif ours is not None and ours.running and record.counted_run != ours.run:
         state = State.RUNNING
     elif gap is not None:
@@ -119,7 +127,7 @@ def role_status(container: Container, record: RoleRecord, world: World, now: Now
     return RoleStatus(role=container.role, name=container.name, state=state, detail=detail, health=health,
                       restarts=record.tracker.total, started_at=ours.started_at if ours else None,
                       image=container.image, next_restart_at=now.wall + (next_at - now.mono) if next_at else None,
-                      container_id=ours.id[:12] if ours else "")
+                      container_id=ours.id[:12] if ours else "", upgrade=upgrade[2] if upgrade else None)
 
 
 def transition_events(record: RoleRecord, status: RoleStatus) -> list[Event]:

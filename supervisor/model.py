@@ -103,6 +103,7 @@ class Site:
     pull_timeout: float = 120.0  # seconds a pull may go without progress before it is abandoned and retried
     monitoring: object = None  # monitoring.Monitoring: the `metrics` and `alerts` sections
     cluster: object = None  # cluster.Cluster: the lease's Redis, length and host name; None: no singletons
+    upgrade: object = None  # upgrade_settings.UpgradeSettings; None: the defaults
 
     def enabled(self) -> tuple[Container, ...]:
         return tuple(c for c in self.containers if c.enabled)

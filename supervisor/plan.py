@@ -44,6 +44,7 @@ class World:
     wall_now: float = 0.0
     hands_off: frozenset[str] = frozenset()  # names of singleton roles whose lease is not known yet: left alone
     fenced: frozenset[str] = frozenset()  # names of singleton roles whose lease this host does not hold
+    held: frozenset[str] = frozenset()  # roles kept on their old image until its upgrade jobs pass
 
     def role(self, role: str) -> RoleView:
         return self.roles.get(role, RoleView())
@@ -126,7 +127,16 @@ class Stop:
     timeout: float
 
 
-Action = ResolveImage | Create | Start | Restart | Remove | Resync | Stop | ReopenEvents
+@dataclass(frozen=True)
+class RunUpgrade:
+    """The upgrade jobs of a new Indico image, one after the other, as one-shot containers of `role`'s settings."""
+    image_id: str
+    role: str
+    commands: tuple[tuple[str, ...], ...]
+    timeout: float  # for each job
+
+
+Action = ResolveImage | Create | Start | Restart | Remove | Resync | Stop | ReopenEvents | RunUpgrade
 
 
 @dataclass
@@ -195,6 +205,11 @@ def plan(world: World) -> Plan:
             continue
         if not view.due:
             continue
+        if role in world.held:
+            action = _keep_old(role, holder, view)
+            if action is not None:
+                result.actions.append(action)
+            continue
         action = _action_for(role, spec, holder, view, world, rollout_open)
         if action is None:
             continue
@@ -240,6 +255,20 @@ def _action_for(role: str, spec: ContainerSpec, holder: Observed | None, view: R
     if holder.status == "dead":
         return Create(role, spec, replace=holder, reason="dead")
     return None  # paused, restarting, removing: the engine is busy with it
+
+
+def _keep_old(role: str, holder: Observed | None, view: RoleView) -> Action | None:
+    """A role held for its upgrade: its old container is started or restarted as it is, never replaced.
+
+    None is created on the new image before its upgrade jobs pass; one that is gone waits.
+    """
+    if holder is None:
+        return None
+    if holder.running:
+        return Restart(role, holder) if view.counted_run == holder.run else None
+    if holder.status in RESTARTABLE_STATES and view.refused_container != holder.id:
+        return Start(role, holder)
+    return None
 
 
 def _image_pulls(world: World) -> dict[str, str]:

@@ -24,9 +24,13 @@ class State(str, Enum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     STANDBY = "standby"  # a singleton whose lease another host holds (or nobody, for a moment): no container here
+    UPGRADING = "upgrading"  # its new image's upgrade jobs are to run or running; the old container serves
+    UPGRADE_FAILED = "upgrade_failed"  # an upgrade job failed: the old container serves until a reload or a new image
 
 
 SETTLED = (State.RUNNING, State.BACKOFF, State.FAILED, State.BLOCKED)
+# An upgrade may take its timeout (10 min): the old container serves meanwhile, so READY=1 need not wait.
+SETTLED += (State.UPGRADING, State.UPGRADE_FAILED)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class RoleStatus:
     container_id: str = ""
     lease_holder: str = ""  # singleton roles: the host holding the lease, "" when none or unknown
     lease_token: int | None = None
+    upgrade: dict | None = None  # the new image's upgrade: the job running, or the one that failed and its last lines
 
 
 def status_line(statuses: list[RoleStatus], now: float) -> str:
@@ -59,6 +64,8 @@ def status_line(statuses: list[RoleStatus], now: float) -> str:
             parts.append(f"{s.role} waiting for {s.detail}")
         elif s.state is State.STANDBY:
             parts.append(f"{s.role} standby ({s.detail})")
+        elif s.state is State.UPGRADING and s.detail:
+            parts.append(f"{s.role} {s.detail}")
         else:
             parts.append(f"{s.role} {s.state.value}")
     return "; ".join(parts)

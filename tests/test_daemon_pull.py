@@ -139,7 +139,8 @@ def test_pull_always_on_reload_takes_a_new_digest_and_recreates_only_that_contai
     first_digest = publish_only(docker_client, ref)
     first_id = docker_client.images.get(busybox).id
 
-    daemon = run_daemon({"worker": {"image": ref, "pull": "always"}, "cron": {"pull": "never"}})
+    # busybox has no `indico db upgrade`: this test is about the pull, upgrades have their own (test_daemon_upgrade)
+    daemon = run_daemon({"worker": {"image": ref, "pull": "always"}, "cron": {"pull": "never"}}, upgrade={"commands": []})
     daemon.start().wait_ready(timeout=120)
     worker, cron = f"{site_name}-worker", f"{site_name}-cron"
     assert image_of(docker_client, site_name, worker) == first_id
