@@ -121,7 +121,8 @@ class LeaseState:
             if not self.renew_allowed:
                 return None, self.view.fence_at
             due = (self.last_request_at or mono) + self.timing.renew_every
-            return (RENEW, due) if mono >= due or self.last_request_at is None else (None, due)
+            # Wake at the fence deadline too: a failing holder must say `lost` then, not at its next try.
+            return (RENEW, due) if mono >= due else (None, min(due, self.view.fence_at))
         if self.adopt_value is not None:
             return RENEW, mono
         due = (self.last_request_at if self.last_request_at is not None else mono - 1) + self.timing.poll_every

@@ -52,6 +52,12 @@ def test_a_holder_renews_every_fifth_and_each_success_moves_the_fence_from_its_s
     view = s.acquired(100.0, True, lease_value("host-a", 5, 1.0))
     assert view.kind == HELD and view.fence_at == 100.0 + 10.0 and view.start_at == 100.0
     assert s.next_request(102.9) == (None, 103.0)
+    s.unanswered(103.0, "TimeoutError")
+    assert s.next_request(103.3) == (None, 106.0)
+    s.unanswered(109.5, "TimeoutError")
+    assert s.next_request(109.6) == (None, 110.0)  # the fence deadline comes before the next try
+    s = state()
+    view = s.acquired(100.0, True, lease_value("host-a", 5, 1.0))
     assert s.next_request(103.0) == (RENEW, 103.0)
     view = s.renewed(103.0, True, view.value)
     assert view.fence_at == 113.0 and view.ready(112.9) and not view.ready(113.0)
