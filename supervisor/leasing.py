@@ -104,7 +104,7 @@ class LeaseState:
     view: LeaseView = None  # type: ignore[assignment]  # set in __post_init__
     floor: int = 0  # the highest token seen for this key, as holder or standby
     last_request_at: float | None = None  # monotonic send time of the last request
-    renew_allowed: bool = True  # False while the engine is unreachable: then only the guard renews
+    renew_allowed: bool = True  # False while the engine is unreachable: only the guard renews, nobody acquires
     adopt_value: str | None = None  # a value of ours a container carries: renew it instead of acquiring
 
     def __post_init__(self) -> None:
@@ -123,6 +123,9 @@ class LeaseState:
             due = (self.last_request_at or mono) + self.timing.renew_every
             # Wake at the fence deadline too: a failing holder must say `lost` then, not at its next try.
             return (RENEW, due) if mono >= due else (None, min(due, self.view.fence_at))
+        if not self.renew_allowed:
+            # Nothing could be started without the engine: taking the lease would only churn tokens.
+            return None, mono + self.timing.poll_every
         if self.adopt_value is not None:
             return RENEW, mono
         due = (self.last_request_at if self.last_request_at is not None else mono - 1) + self.timing.poll_every

@@ -6,6 +6,7 @@ Lease 3 s: renewals every 0.6 s, the fence deadline 2 s after the last one answe
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -153,3 +154,22 @@ def test_a_restarted_daemon_adopts_its_celery_and_keeps_renewing_the_same_lease(
     assert redis_server.client().get(lease_key) == value
     assert len(second.events("container_started", role="celery")) == 1  # the first daemon's (one log file)
     assert not second.events("container_removed") and not second.events("lease_lost")
+
+
+def test_a_reload_that_disables_celery_stops_it_gracefully_then_releases_the_lease(
+        lease_daemon, redis_server, docker_client, site_name):
+    daemon = lease_daemon().start()
+    daemon.wait_ready()
+    wait_until(lambda: celery(docker_client, site_name), what="celery created")
+    lease_key, _ = keys(site_name)
+    config = dict(daemon.config)
+    config["containers"] = {**config["containers"], "celery": {**config["containers"]["celery"], "enabled": False}}
+    daemon.write(config)
+
+    daemon.signal(signal.SIGHUP)
+
+    released = daemon.wait_event("lease_released", role="celery")
+    assert released["released"] == "true"
+    assert celery(docker_client, site_name) is None and redis_server.client().get(lease_key) is None
+    removed = daemon.events("container_removed", role="celery")
+    assert removed and daemon.events().index(removed[0]) < daemon.events().index(released)

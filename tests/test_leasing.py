@@ -99,6 +99,9 @@ def test_no_renew_while_the_engine_is_unreachable_so_only_the_guard_keeps_the_le
     s.renew_allowed = False
     assert s.next_request(105.0) == (None, 110.0)
     assert s.fence_if_due(110.0).fenced
+    assert s.next_request(111.0) == (None, 112.0)  # nor does it take the lease again meanwhile
+    s.renew_allowed = True
+    assert s.next_request(111.0)[0] == ACQUIRE
 
 
 def test_a_restarted_daemon_adopts_its_value_by_renewing_it_never_by_overwriting():
