@@ -181,6 +181,12 @@ class LeaseState:
     def fence_if_due(self, mono: float) -> LeaseView:
         """Past the fence deadline with no newer renew: the lease counts as lost, whatever Redis says later."""
         if self.view.kind == HELD and mono >= self.view.fence_at:
+            if not self.renew_allowed:
+                # The daemon could neither renew nor remove: the guard inside renewed or fenced by itself.
+                # Not `fenced`: its container is left alone until Redis says whether it still holds our value.
+                self.view = LeaseView(self.role, UNKNOWN, reason="fence deadline passed while the engine was "
+                                                                 "unreachable; the guard decides, asking Redis again")
+                return self.view
             why = self.view.renew_failing or "no renew answered in time"
             self.view = LeaseView(self.role, UNKNOWN, reason=f"fenced: {why}", fenced=True)
         return self.view

@@ -40,7 +40,7 @@ def creates(found) -> dict:
 def test_a_singleton_is_created_only_once_its_lease_is_held_and_carries_the_token_and_env():
     r = Replay(celery_site())
     assert set(creates(r.start_up())) == {"worker"}
-    assert r.state("celery") is State.STANDBY
+    assert r.state("celery") is State.STARTING  # no answer from Redis yet: READY waits for one
     view = held(r)
     tell(r, view)
     create = creates(r.step())["celery"]
@@ -157,3 +157,19 @@ def test_a_release_is_logged_once():
     tell(r, LeaseView("celery", RELEASED, reason="released"))
     tell(r, LeaseView("celery", RELEASED, reason="released"))
     assert r.names().count("lease_released") == 1 and "lease_lost" not in r.names()
+
+
+def test_a_lease_lapsed_while_the_engine_was_away_is_asked_again_before_its_container_is_touched():
+    r = Replay(celery_site())
+    value = lease_value("host-a", 5, 1_700_000_000.0)
+    from supervisor.singletons import leased_spec
+    from supervisor.spec import ContainerSpec
+    spec = leased_spec(ContainerSpec("prod", container("celery", singleton=True)), CLUSTER,
+                       "indico-supervisor:prod:celery:lease", value)
+    guarded = r.observed(spec.container, lease_value=value)
+    r.start_up(guarded)
+    tell(r, LeaseView("celery", UNKNOWN, reason="fence deadline passed while the engine was unreachable"))
+    assert all(not isinstance(a, Remove) for a in r.step())
+    tell(r, LeaseView("celery", STANDBY, 5, value, "host-a", 1_700_000_000.0))  # the guard kept it
+    assert r.ledger.adoptions() == {"celery": value}
+    assert all(not isinstance(a, (Remove, Create)) for a in r.step())
