@@ -180,3 +180,21 @@ def test_a_reload_that_disables_celery_stops_it_gracefully_then_releases_the_lea
     assert celery(docker_client, site_name) is None and redis_server.client().get(lease_key) is None
     removed = daemon.events("container_removed", role="celery")
     assert removed and daemon.events().index(removed[0]) < daemon.events().index(released)
+
+
+def test_an_upgrade_reexec_keeps_the_lease_and_the_same_celery(lease_daemon, redis_server, docker_client, site_name):
+    # SIGUSR2 (the package's postinst): the lease is neither released nor retaken, the container adopted.
+    redis_server.client().set(keys(site_name)[1], 5)
+    daemon = lease_daemon(lease=10.0).start()
+    daemon.wait_ready()
+    before = wait_until(lambda: running_celery(docker_client, site_name), what="celery running")
+    value = redis_server.client().get(keys(site_name)[0])
+
+    daemon.signal(signal.SIGUSR2)
+
+    daemon.wait_event("daemon_started", count=2)
+    daemon.wait_event("lease_acquired", role="celery", count=2)  # the new process holds it again: adopted
+    daemon.wait_event("daemon_ready", count=2)
+    assert redis_server.client().get(keys(site_name)[0]) == value
+    assert celery(docker_client, site_name).id == before.id
+    assert not daemon.events("lease_released") and not daemon.events("container_removed")
