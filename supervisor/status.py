@@ -28,7 +28,7 @@ class State(str, Enum):
     UPGRADE_FAILED = "upgrade_failed"  # an upgrade job failed: the old container serves until a reload or a new image
 
 
-SETTLED = (State.RUNNING, State.BACKOFF, State.FAILED, State.BLOCKED)
+SETTLED = (State.RUNNING, State.BACKOFF, State.FAILED, State.BLOCKED, State.STANDBY)
 # An upgrade may take its timeout (10 min): the old container serves meanwhile, so READY=1 need not wait.
 SETTLED += (State.UPGRADING, State.UPGRADE_FAILED)
 
