@@ -33,6 +33,7 @@ from .notify import Notifier
 from .plan import Stop
 from .problems import ConfigError
 from .spec import spec_hash
+from .upgrade_lock import UpgradeWaiting
 from .upgrades import UpgradeJobLeftOver, UpgradeJobStarted, UpgradeOutput
 from .status import state_path, state_payload, status_line, write_state
 from .watcher import Reopener, watch_engine
@@ -102,6 +103,7 @@ class Daemon:
                                                          hint="labelled with the site; never removed by us"),
             LeaseChanged: lambda m: self.ledger.lease_changed(m.view, self.now()),
             UpgradeJobStarted: lambda m: self.ledger.upgrade_job_started(m),
+            UpgradeWaiting: lambda m: self.ledger.upgrade_waiting(m.image_id, m.reason),
             UpgradeOutput: lambda m: self.log.info("upgrade_output", command=m.command, stream=m.stream, line=m.line),
             UpgradeJobLeftOver: lambda m: self.log.warning("upgrade_job_removed", container=m.name,
                                                            image_id=m.image_id[:19],

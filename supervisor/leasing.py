@@ -18,8 +18,11 @@ ACQUIRE, RENEW, YIELD, PEEK = "acquire", "renew", "yield", "peek"
 YIELD_REASON = "released: this host's container gave up (crash loop); another host may run it"
 
 
+KEY_PREFIX = "indico-supervisor"
+
+
 def lease_key(site: str, role: str) -> str:
-    return f"indico-supervisor:{site}:{role}:lease"
+    return f"{KEY_PREFIX}:{site}:{role}:lease"
 
 
 def token_key(site: str, role: str) -> str:

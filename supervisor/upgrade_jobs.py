@@ -21,6 +21,7 @@ from .engine import Engine, connect_patient
 from .oneshot import check_runnable, oneshot_name, role_container
 from .plan import RunUpgrade
 from .spec import LABEL_ONESHOT, LABEL_PREFIX, oneshot_create_kwargs
+from .upgrade_lock import upgrade_in_turn
 from .upgrades import TAIL_LINES, UpgradeJobLeftOver, UpgradeJobStarted, UpgradeOutput, UpgradeResult
 
 LABEL_UPGRADE = LABEL_PREFIX + "upgrade"  # the image ID a job upgrades to: `docker ps --filter label=…`
@@ -30,6 +31,15 @@ REMOVE_TIMEOUT = 10.0
 
 def run_upgrade(engine: Engine, action: RunUpgrade, site, post: Callable[[object], None],
                 stopping: Callable[[], bool]) -> UpgradeResult:
+    if site.cluster is None:
+        return _run_jobs(engine, action, site, post, stopping)
+    # Every host of the cluster sees the new image: one migrates the shared database at a time.
+    return upgrade_in_turn(site.cluster, site.name, action.image_id,
+                           lambda: _run_jobs(engine, action, site, post, stopping), post, stopping)
+
+
+def _run_jobs(engine: Engine, action: RunUpgrade, site, post: Callable[[object], None],
+              stopping: Callable[[], bool]) -> UpgradeResult:
     container = role_container(site, action.role)
     check_runnable(site, container)  # never a job as root by accident
     engine.ensure_site_resources(container)

@@ -33,6 +33,7 @@ class UpgradeResult:
     exit_code: int | None = None
     timed_out: bool = False
     output: tuple[str, ...] = ()  # the failed job's last lines
+    done_by: str = ""  # a cluster: the host that had already run them for this image (`upgrade_lock.py`)
 
 
 # Messages an upgrade's thread puts on the loop's inbox.
@@ -130,11 +131,19 @@ class Upgrades:
                        job=message.index + 1)
         return self._take()
 
+    def upgrade_waiting(self, image_id: str, reason: str) -> list[Event]:
+        """A cluster: the jobs wait their turn (`upgrade_lock.py`); STATUS says for what."""
+        if self.upgrade.running == image_id:
+            self.upgrade.command = reason
+            self._emit("info", "upgrade_waiting", image_id=image_id[:19], reason=reason)
+        return self._take()
+
     def upgrade_done(self, action: RunUpgrade, result: UpgradeResult, now: Now) -> list[Event]:
         self.upgrade.running, self.upgrade.command = None, ""
         if result.failed_command is None:
             self.upgrade.passed.add(action.image_id)
-            self._emit("info", "upgrade_finished", image_id=action.image_id[:19], jobs=result.jobs_passed)
+            self._emit("info", "upgrade_finished", image_id=action.image_id[:19], jobs=result.jobs_passed,
+                       **({"done_by": result.done_by} if result.done_by else {}))
             return self._take()
         how = (f"timed out after {action.timeout:g}s (killed)" if result.timed_out
                else f"exited {result.exit_code}")

@@ -229,3 +229,15 @@ def test_a_held_role_whose_container_is_gone_waits_instead_of_being_created_on_t
     r.done(upgrade, UpgradeResult(2))
     creates = [a for a in r.step() if isinstance(a, Create)]
     assert {(a.role, a.spec.image_id) for a in creates} >= {("celery", IMAGE_ID)}
+
+
+def test_a_cluster_upgrade_waiting_its_turn_says_for_whom_and_one_done_elsewhere_counts_as_passed():
+    r = Replay(indico_site())
+    upgrade = only(old_site_running(r), RunUpgrade)
+    r.record(r.ledger.upgrade_waiting(upgrade.image_id, "waiting for the upgrade host-a runs"))
+    statuses, _ = r.ledger.statuses(r.now())
+    assert "worker upgrading: waiting for the upgrade host-a runs" in status_line(statuses, r.now().wall)
+    r.done(upgrade, UpgradeResult(0, done_by="host-a"))  # host-a ran the jobs for this image
+    assert only(r.step(), Create).spec.image_id == IMAGE_ID
+    [finished] = [e for e in r.events if e.name == "upgrade_finished"]
+    assert finished.fields["done_by"] == "host-a"
