@@ -68,9 +68,13 @@ def _parser() -> argparse.ArgumentParser:
                              "2 something failed, a refused reload, or the daemon down (Nagios plugin convention)")
     exec_ = command("exec", _exec, "run a one-shot command (e.g. make-config, indico db prepare) in a container "
                                    "with a role's image, user, volumes, network and env; its output and exit "
-                                   "status are ours, and it is removed afterwards. No stdin or TTY: interactive "
-                                   "commands such as `indico shell` are not supported")
+                                   "status are ours, and it is removed afterwards. -i passes stdin, -t a terminal "
+                                   "(`exec -it -- indico shell`)")
     exec_.add_argument("--role", default="worker", help="whose settings to use (default worker; a disabled role works too)")
+    exec_.add_argument("-i", "--interactive", action="store_true",
+                       help="pass stdin to the command, ending it at EOF (`exec -i --role db -- psql … < dump.sql`)")
+    exec_.add_argument("-t", "--tty", action="store_true",
+                       help="give the command a terminal sized like ours; with -i, keys (Ctrl-C too) go to it")
     exec_.add_argument("args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="the command, after --")
     build = command("build-image", _build_image, "build the worker image through the Docker engine")
     build.add_argument("--context", metavar="DIR", help="the directory with the Dockerfile (default "
@@ -217,12 +221,19 @@ def _exec(args: argparse.Namespace) -> int:
         print("indico-supervisor exec: no command; give it after --, e.g. "
               "`indico-supervisor exec -- indico db prepare`", file=sys.stderr)
         return EXIT_USAGE
+    if args.tty and not os.isatty(sys.stdin.fileno()):
+        print("indico-supervisor exec: -t needs a terminal, and stdin is not one; drop -t "
+              "(keep -i to feed the command from a pipe or file) or run from a terminal", file=sys.stderr)
+        return EXIT_USAGE
     site = load_site(args.config)
     logs.add_secrets(logs.secrets_of_command(command))  # the job's own `PGPASSWORD=…`, echoed in our notes
     with _engine_errors_end_here("exec"):
         from .engine import connect_patient
         try:
-            return run_oneshot(site, args.role, command, connect_patient())
+            stdin = sys.stdin.fileno()
+            return run_oneshot(site, args.role, command, connect_patient(),
+                               stdin_fd=stdin if args.interactive else None,
+                               terminal_fd=stdin if args.tty else None)
         except ExecRefused as refused:
             print(f"indico-supervisor exec: {refused}", file=sys.stderr)
             return EXIT_USAGE
