@@ -204,7 +204,7 @@ class OneShot:
         try:
             stream.write(chunk)
             stream.flush()
-        except BrokenPipeError:  # `exec … | head`: the reader left; the job still runs to its end
+        except OSError:  # `exec … | head` left (EPIPE) or the terminal hung up (EIO): the job still runs to its end
             setattr(self, which, None)
 
     def _remove(self, container_id: str) -> None:
@@ -259,7 +259,9 @@ def run_oneshot(site: Site, role: str, command: list[str], client: docker.Docker
     note_stream = sys.stderr
 
     def note(text: str) -> None:
-        print(f"indico-supervisor exec: {text}", file=note_stream, flush=True)
+        # A terminal that hung up (EIO) must not cut the job's cleanup short.
+        with contextlib.suppress(OSError):
+            print(f"indico-supervisor exec: {text}", file=note_stream, flush=True)
 
     job = OneShot(site, container, command, client, out or sys.stdout.buffer, err or sys.stderr.buffer, note,
                   stdin_fd, terminal_fd)

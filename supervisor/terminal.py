@@ -23,7 +23,9 @@ def raw_mode(fd: int) -> Iterator[None]:
         yield
     finally:
         # TCSADRAIN: the job's last output is written under the mode it was meant for.
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # A terminal that hung up has no mode left to restore.
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def window_size(fd: int) -> tuple[int, int]:

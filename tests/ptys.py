@@ -62,14 +62,25 @@ class Terminal:
     def modes(self) -> list:
         return termios.tcgetattr(self.slave)
 
+    def hang_up(self) -> None:
+        """As when an ssh session drops: the master closes, the kernel sends SIGHUP to the
+        process, and the terminal answers its reads and writes with EIO from then on."""
+        self._stop_draining()
+        os.close(self.master)
+        self.master = None
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self.master is not None:
+            self._stop_draining()
+            os.close(self.master)
+        os.close(self.slave)
+
+    def _stop_draining(self) -> None:
         self._closing = True
         self._drainer.join()
-        os.close(self.master)
-        os.close(self.slave)
 
     def _drain(self) -> None:
         while not self._closing:

@@ -102,6 +102,14 @@ def test_the_terminal_is_restored_when_exec_is_stopped_by_sigterm(terminal, site
     assert jobs() == []
 
 
+def test_a_terminal_that_hangs_up_stops_and_removes_the_job_and_exits_129(terminal, site_file, jobs):
+    shell = interactive_shell(terminal, site_file)
+    job = running_job(jobs)
+    shell.term.hang_up()
+    assert shell.term.process.wait(timeout=60) == 129
+    assert job.id not in [c.id for c in jobs()]
+
+
 def test_the_jobs_terminal_has_our_size_and_follows_a_resize(terminal, site_file, jobs):
     shell = interactive_shell(terminal, site_file, rows=33, columns=101)
     assert shell.run("stty size").split()[-2:] == ["33", "101"]
