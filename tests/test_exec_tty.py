@@ -110,6 +110,19 @@ def test_a_terminal_that_hangs_up_stops_and_removes_the_job_and_exits_129(termin
     assert job.id not in [c.id for c in jobs()]
 
 
+def test_a_job_removed_from_outside_ends_exec_with_125_and_says_so(terminal, site_file, jobs):
+    shell = interactive_shell(terminal, site_file)
+    job = running_job(jobs)
+    # Held still while the container goes, so exec finds it gone, not merely killed.
+    shell.term.process.send_signal(signal.SIGSTOP)
+    job.remove(force=True)
+    shell.term.process.send_signal(signal.SIGCONT)
+    assert shell.term.process.wait(timeout=60) == 125
+    assert f"{job.name} is gone: its container was removed by someone else" in shell.term.text()
+    assert "Traceback" not in shell.term.text()
+    assert shell.term.modes() == shell.term.cooked
+
+
 def test_the_jobs_terminal_has_our_size_and_follows_a_resize(terminal, site_file, jobs):
     shell = interactive_shell(terminal, site_file, rows=33, columns=101)
     assert shell.run("stty size").split()[-2:] == ["33", "101"]
@@ -128,6 +141,13 @@ def test_ctrl_c_interrupts_the_jobs_program_and_the_shell_survives(terminal, sit
     assert shell.run("echo status=$?").split()[-1] == "status=130"  # sleep died of SIGINT; sh answers
     shell.term.send("exit 3\r")
     assert shell.term.process.wait(timeout=60) == 3
+
+
+def test_t_alone_gives_the_job_a_terminal_and_passes_the_status_on(terminal, site_file, jobs):
+    term = terminal(exec_argv(site_file(), "sh", "-c", "[ -t 1 ] || exit 1; exit 5", flags="-t"))
+    assert term.process.wait(timeout=120) == 5, term.text()
+    assert term.modes() == term.cooked
+    assert jobs() == []
 
 
 def test_interactive_stdin_from_a_pipe_is_fed_and_ends_at_eof(site_file, jobs):
