@@ -11,7 +11,7 @@ from pathlib import Path
 
 import docker
 
-from bench import footprint, health, recovery, reload, startup
+from bench import exec_tty, footprint, health, recovery, reload, startup
 from bench.lab import Lab, say
 from bench.report import Result, git_revision, load_average, machine, write_results
 from harness.images import busybox_image
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "health": health.run,
     "reload": reload.run,
     "startup": startup.run,
+    "exec_tty": exec_tty.run,
     "idle": footprint.run_idle,
     "soak": footprint.run_soak,
 }

@@ -1,5 +1,5 @@
 """`indico-supervisor exec -i/-t`: stdin and a terminal for the job, under a real
-pseudo-terminal (tests/ptys.py) and through pipes, against the real engine."""
+pseudo-terminal (harness/ptys.py) and through pipes, against the real engine."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ import pytest
 
 from harness.daemon import wait_until
 from supervisor.attach import STDERR, STDOUT, Demuxer
-from tests.ptys import Terminal
+from harness.ptys import Terminal
 from tests.test_exec import ROOT, jobs, running_job, site_file  # noqa: F401 (fixtures)
 
 
