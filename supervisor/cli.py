@@ -221,7 +221,8 @@ def _exec(args: argparse.Namespace) -> int:
         print("indico-supervisor exec: no command; give it after --, e.g. "
               "`indico-supervisor exec -- indico db prepare`", file=sys.stderr)
         return EXIT_USAGE
-    if args.tty and not os.isatty(sys.stdin.fileno()):
+    stdin = 0  # the descriptor, not sys.stdin: that may be None, and its buffer is not ours to read
+    if args.tty and not os.isatty(stdin):
         print("indico-supervisor exec: -t needs a terminal, and stdin is not one; drop -t "
               "(keep -i to feed the command from a pipe or file) or run from a terminal", file=sys.stderr)
         return EXIT_USAGE
@@ -230,7 +231,6 @@ def _exec(args: argparse.Namespace) -> int:
     with _engine_errors_end_here("exec"):
         from .engine import connect_patient
         try:
-            stdin = sys.stdin.fileno()
             return run_oneshot(site, args.role, command, connect_patient(),
                                stdin_fd=stdin if args.interactive else None,
                                terminal_fd=stdin if args.tty else None)

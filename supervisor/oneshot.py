@@ -164,7 +164,10 @@ class OneShot:
             conn.close()
 
     def _resize(self, container_id: str) -> None:
-        rows, columns = terminal.window_size(self.terminal_fd)
+        try:
+            rows, columns = terminal.window_size(self.terminal_fd)
+        except OSError:  # the terminal hung up: SIGHUP is on its way
+            return
         try:
             self.client.api.resize(container_id, height=rows, width=columns)
         except docker.errors.APIError:  # the job has just ended: nothing left to size
@@ -274,9 +277,9 @@ def _raise_interrupted(signum: int, frame) -> None:
 
 @contextlib.contextmanager
 def _stop_signals_raise():
-    # One ignored by whoever started us (`nohup`, a script's `&`) stays ignored.
+    # `nohup indico-supervisor exec …` asked for a job that outlives the terminal.
     previous = {s: signal.signal(s, _raise_interrupted) for s in _STOP_SIGNALS
-                if signal.getsignal(s) is not signal.SIG_IGN}
+                if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN)}
     try:
         yield
     finally:

@@ -123,6 +123,20 @@ def test_a_job_removed_from_outside_ends_exec_with_125_and_says_so(terminal, sit
     assert shell.term.modes() == shell.term.cooked
 
 
+def test_under_nohup_a_sighup_leaves_the_job_running_to_its_end(site_file, jobs, tmp_path):
+    argv = exec_argv(site_file(), "sh", "-c", "while [ ! -e /opt/indico/scratch/go ]; do sleep 0.1; done; exit 6",
+                     flags="--role=worker")
+    ignoring_hup = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+                                          "os.execv(sys.argv[1], sys.argv[1:])", *argv]
+    process = subprocess.Popen(ignoring_hup, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    running_job(jobs)
+    process.send_signal(signal.SIGHUP)
+    (tmp_path / "scratch" / "go").touch()
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 6, errors
+    assert jobs() == []
+
+
 def test_the_jobs_terminal_has_our_size_and_follows_a_resize(terminal, site_file, jobs):
     shell = interactive_shell(terminal, site_file, rows=33, columns=101)
     assert shell.run("stty size").split()[-2:] == ["33", "101"]
