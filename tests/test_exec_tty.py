@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import termios
+import threading
 
 import pytest
 
 from harness.daemon import wait_until
-from supervisor.attach import STDERR, STDOUT, Demuxer
+from supervisor.attach import STDERR, STDOUT, Demuxer, relay
 from harness.ptys import Terminal
 from tests.test_exec import ROOT, jobs, running_job, site_file  # noqa: F401 (fixtures)
 
@@ -35,6 +37,31 @@ def test_demuxer_passes_each_streams_bytes_on_however_the_frames_are_cut():
 def test_demuxer_passes_a_partial_payload_on_before_its_frame_is_complete():
     wire = frame(STDOUT, b"0123456789")
     assert Demuxer().feed(wire[:12]) == [(STDOUT, b"0123")]
+
+
+# The relay over a real socket pair, the test playing the engine.
+
+def test_relay_half_closes_at_the_end_of_stdin_and_still_passes_the_output_on():
+    ours, engine = socket.socketpair()
+    ours.setblocking(False)
+    stdin, feeder = os.pipe()
+    os.write(feeder, b"abc")
+    os.close(feeder)
+
+    def answer_once_the_input_has_ended():
+        received = b""
+        while chunk := engine.recv(100):  # b"" only once we half-closed
+            received += chunk
+        engine.sendall(frame(STDOUT, received.upper()) + frame(STDERR, b"done"))
+        engine.close()
+    answering = threading.Thread(target=answer_once_the_input_has_ended)
+    answering.start()
+    output = {STDOUT: b"", STDERR: b""}
+    relay(ours, False, lambda stream, data: output.update({stream: output[stream] + data}), stdin)
+    answering.join()
+    assert output == {STDOUT: b"ABC", STDERR: b"done"}
+    ours.close()
+    os.close(stdin)
 
 
 # Through the CLI, against the engine.
