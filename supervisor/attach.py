@@ -8,11 +8,14 @@ with StdinOnce). The loop ends when the engine closes the output: the job ended.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
 import struct
 from typing import Callable
+
+from . import terminal
 
 STDOUT, STDERR = 1, 2
 CHUNK = 65536
@@ -58,6 +61,31 @@ class Demuxer:
             self._left -= len(piece)
             pieces.append((STDERR if self._stream == STDERR else STDOUT, piece))
         return pieces
+
+
+def attend(conn: socket.socket, write: Callable[[int, bytes], None], stdin_fd: int | None,
+           terminal_fd: int | None, start: Callable[[], None], resize: Callable[[int, int], None]) -> None:
+    """`relay` with our terminal joined to the job's: `start()` runs once the terminal is set
+    (raw, if it is also our stdin), then `resize(rows, columns)` now and at each SIGWINCH."""
+    def size_as_ours() -> None:
+        try:
+            rows, columns = terminal.window_size(terminal_fd)
+        except OSError:  # the terminal hung up: SIGHUP is on its way
+            return
+        resize(rows, columns)
+
+    with contextlib.ExitStack() as terminal_use:
+        wakers = {}
+        if terminal_fd is not None:
+            # Watched before the first resize, so a change in between is not lost.
+            changes = terminal_use.enter_context(terminal.WindowChanges())
+            wakers[changes.fileno()] = lambda: (changes.drain(), size_as_ours())
+            if stdin_fd is not None:
+                terminal_use.enter_context(terminal.raw_mode(stdin_fd))
+        start()
+        if terminal_fd is not None:
+            size_as_ours()
+        relay(conn, terminal_fd is not None, write, stdin_fd, wakers)
 
 
 def relay(conn: socket.socket, tty: bool, write: Callable[[int, bytes], None], stdin_fd: int | None,

@@ -23,8 +23,7 @@ from typing import BinaryIO, Callable
 import docker
 import docker.errors
 
-from . import terminal
-from .attach import STDERR, attach_socket, relay
+from .attach import STDERR, attach_socket, attend
 from .engine import Engine, ImageMissing, reason
 from .model import Container, Site
 from .problems import ConfigError, Problem
@@ -144,34 +143,22 @@ class OneShot:
         """Our stdin and terminal joined to the job's until its output ends."""
         conn = attach_socket(self.client.api, container_id, stdin=self.stdin_fd is not None)
         try:
-            with contextlib.ExitStack() as terminal_use:
-                wakers = {}
-                if self.terminal_fd is not None:
-                    # Watched before the first resize, so a change in between is not lost.
-                    changes = terminal_use.enter_context(terminal.WindowChanges())
-                    wakers[changes.fileno()] = lambda: (changes.drain(), self._resize(container_id))
-                    if self.stdin_fd is not None:
-                        terminal_use.enter_context(terminal.raw_mode(self.stdin_fd))
-                self.client.api.start(container_id)
-                if self.terminal_fd is not None:
-                    # After start: the engine resizes only a running container (API 1.41 has
-                    # no size at create), so a job's very first line may see 0x0, as with docker.
-                    self._resize(container_id)
-                relay(conn, self.terminal_fd is not None,
-                      lambda stream, data: self._write("err" if stream == STDERR else "out", data),
-                      self.stdin_fd, wakers)
+            # Sized after start: the engine resizes only a running container (API 1.41 has no
+            # size at create), so a job's very first line may see 0x0, as with docker.
+            attend(conn, self.write_stream, self.stdin_fd, self.terminal_fd,
+                   start=lambda: self.client.api.start(container_id),
+                   resize=lambda rows, columns: self._resize(container_id, rows, columns))
         finally:
             conn.close()
 
-    def _resize(self, container_id: str) -> None:
-        try:
-            rows, columns = terminal.window_size(self.terminal_fd)
-        except OSError:  # the terminal hung up: SIGHUP is on its way
-            return
+    def _resize(self, container_id: str, rows: int, columns: int) -> None:
         try:
             self.client.api.resize(container_id, height=rows, width=columns)
         except docker.errors.APIError:  # the job has just ended: nothing left to size
             pass
+
+    def write_stream(self, stream: int, data: bytes) -> None:
+        self._write("err" if stream == STDERR else "out", data)
 
     def _exit_status(self, container_id: str) -> int:
         try:
