@@ -13,7 +13,7 @@ import os
 import select
 import socket
 import struct
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from . import terminal
 
@@ -30,7 +30,11 @@ _HEADER = struct.Struct(">BxxxL")
 def attach_socket(api, container_id: str, stdin: bool) -> socket.socket:
     """The raw connection of an attach (made before start, so no output is missed)."""
     params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 1, "stdin": int(stdin), "detachKeys": DETACH_KEYS}
-    wrapped = api.attach_socket(container_id, params=params)
+    return raw_connection(api.attach_socket(container_id, params=params))
+
+
+def raw_connection(wrapped) -> socket.socket:
+    """The socket under what the SDK hands back from an attach or exec_start(socket=True)."""
     raw = getattr(wrapped, "_sock", wrapped)  # a unix socket comes wrapped in a SocketIO
     raw.settimeout(None)  # a job may be silent for hours; select does the waiting
     raw.setblocking(False)
@@ -61,6 +65,26 @@ class Demuxer:
             self._left -= len(piece)
             pieces.append((STDERR if self._stream == STDERR else STDOUT, piece))
         return pieces
+
+
+class Output:
+    """Our stdout and stderr for a job's output, as bytes, flushed at once. A reader that
+    left (`exec … | head`: EPIPE) or a terminal that hung up (EIO) only silences that
+    stream: the job still runs to its end and its exit status is still ours."""
+
+    def __init__(self, out: BinaryIO, err: BinaryIO):
+        self._streams = {STDOUT: out, STDERR: err}
+
+    def write(self, stream: int, data: bytes | None) -> None:
+        key = STDERR if stream == STDERR else STDOUT  # stream 0 (stdin) is never echoed back here
+        target = self._streams[key]
+        if not data or target is None:
+            return
+        try:
+            target.write(data)
+            target.flush()
+        except OSError:
+            self._streams[key] = None
 
 
 def attend(conn: socket.socket, write: Callable[[int, bytes], None], stdin_fd: int | None,

@@ -69,10 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     exec_ = command("exec", _exec, "run a one-shot command (e.g. make-config, indico db prepare) in a container "
                                    "with a role's image, user, volumes, network and env; its output and exit "
                                    "status are ours, and it is removed afterwards. -i passes stdin, -t a terminal "
-                                   "(`exec -it -- indico shell`)")
+                                   "(`exec -it -- indico shell`); --running uses the role's running container")
     exec_.add_argument("--role", default="worker", help="whose settings to use (default worker; a disabled role works too)")
     exec_.add_argument("-i", "--interactive", action="store_true",
                        help="pass stdin to the command, ending it at EOF (`exec -i --role db -- psql … < dump.sql`)")
+    exec_.add_argument("--running", action="store_true",
+                       help="run it in the role's running container (as docker exec), not in a new one: "
+                            "`exec -it --running --role db -- psql -U postgres`")
     exec_.add_argument("-t", "--tty", action="store_true",
                        help="give the command a terminal sized like ours; with -i, keys (Ctrl-C too) go to it")
     exec_.add_argument("args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="the command, after --")
@@ -214,6 +217,7 @@ def _daemon_note(state: dict | None, alive: bool) -> str:
 
 
 def _exec(args: argparse.Namespace) -> int:
+    from .inside import run_in_running
     from .oneshot import ExecRefused, run_oneshot
 
     command = args.args[1:] if args.args[:1] == ["--"] else args.args
@@ -231,9 +235,9 @@ def _exec(args: argparse.Namespace) -> int:
     with _engine_errors_end_here("exec"):
         from .engine import connect_patient
         try:
-            return run_oneshot(site, args.role, command, connect_patient(),
-                               stdin_fd=stdin if args.interactive else None,
-                               terminal_fd=stdin if args.tty else None)
+            run = run_in_running if args.running else run_oneshot
+            return run(site, args.role, command, connect_patient(),
+                       stdin_fd=stdin if args.interactive else None, terminal_fd=stdin if args.tty else None)
         except ExecRefused as refused:
             print(f"indico-supervisor exec: {refused}", file=sys.stderr)
             return EXIT_USAGE

@@ -23,7 +23,7 @@ from typing import BinaryIO, Callable
 import docker
 import docker.errors
 
-from .attach import STDERR, attach_socket, attend
+from .attach import STDERR, STDOUT, Output, attach_socket, attend
 from .engine import Engine, ImageMissing, reason
 from .model import Container, Site
 from .problems import ConfigError, Problem
@@ -87,7 +87,7 @@ class OneShot:
                  out: BinaryIO, err: BinaryIO, note: Callable[[str], None],
                  stdin_fd: int | None = None, terminal_fd: int | None = None):
         self.site, self.container, self.command = site, container, command
-        self.client, self.out, self.err, self.note = client, out, err, note
+        self.client, self.output, self.note = client, Output(out, err), note
         self.stdin_fd, self.terminal_fd = stdin_fd, terminal_fd
         self.name = ""
 
@@ -99,7 +99,7 @@ class OneShot:
 
     def _run(self) -> int:
         container_id = None
-        with _stop_signals_raise():
+        with stop_signals_raise():
             try:
                 self._ensure_image()
                 with _signals_deferred():  # a container created but not yet known to us would be left behind
@@ -136,8 +136,8 @@ class OneShot:
         stream = self.client.api.attach(container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True)
         self.client.api.start(container_id)
         for out_chunk, err_chunk in stream:
-            self._write("out", out_chunk)
-            self._write("err", err_chunk)
+            self.output.write(STDOUT, out_chunk)
+            self.output.write(STDERR, err_chunk)
 
     def _attend(self, container_id: str) -> None:
         """Our stdin and terminal joined to the job's until its output ends."""
@@ -145,7 +145,7 @@ class OneShot:
         try:
             # Sized after start: the engine resizes only a running container (API 1.41 has no
             # size at create), so a job's very first line may see 0x0, as with docker.
-            attend(conn, self.write_stream, self.stdin_fd, self.terminal_fd,
+            attend(conn, self.output.write, self.stdin_fd, self.terminal_fd,
                    start=lambda: self.client.api.start(container_id),
                    resize=lambda rows, columns: self._resize(container_id, rows, columns))
         finally:
@@ -156,9 +156,6 @@ class OneShot:
             self.client.api.resize(container_id, height=rows, width=columns)
         except docker.errors.APIError:  # the job has just ended: nothing left to size
             pass
-
-    def write_stream(self, stream: int, data: bytes) -> None:
-        self._write("err" if stream == STDERR else "out", data)
 
     def _exit_status(self, container_id: str) -> int:
         try:
@@ -186,16 +183,6 @@ class OneShot:
                 if error.status_code != 409 or attempt == _NAME_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
-
-    def _write(self, which: str, chunk: bytes | None) -> None:
-        stream = self.out if which == "out" else self.err
-        if not chunk or stream is None:
-            return
-        try:
-            stream.write(chunk)
-            stream.flush()
-        except OSError:  # `exec … | head` left (EPIPE) or the terminal hung up (EIO): the job still runs to its end
-            setattr(self, which, None)
 
     def _remove(self, container_id: str) -> None:
         """Stop and remove the job; a signal meanwhile ends us at once (Interrupted escapes).
@@ -246,16 +233,20 @@ def run_oneshot(site: Site, role: str, command: list[str], client: docker.Docker
     """Run `command` as a job of `role`; return its exit status (128+N if we were stopped by signal N)."""
     container = role_container(site, role)
     check_runnable(site, container)
+    job = OneShot(site, container, command, client, out or sys.stdout.buffer, err or sys.stderr.buffer,
+                  stderr_note(), stdin_fd, terminal_fd)
+    return job.run()
+
+
+def stderr_note() -> Callable[[str], None]:
+    """`exec`'s own messages, on our stderr as it is now (the CLI's scrubbing one)."""
     note_stream = sys.stderr
 
     def note(text: str) -> None:
         # A terminal that hung up (EIO) must not cut the job's cleanup short.
         with contextlib.suppress(OSError):
             print(f"indico-supervisor exec: {text}", file=note_stream, flush=True)
-
-    job = OneShot(site, container, command, client, out or sys.stdout.buffer, err or sys.stderr.buffer, note,
-                  stdin_fd, terminal_fd)
-    return job.run()
+    return note
 
 
 def _raise_interrupted(signum: int, frame) -> None:
@@ -263,7 +254,7 @@ def _raise_interrupted(signum: int, frame) -> None:
 
 
 @contextlib.contextmanager
-def _stop_signals_raise():
+def stop_signals_raise():
     # `nohup indico-supervisor exec …` asked for a job that outlives the terminal.
     previous = {s: signal.signal(s, _raise_interrupted) for s in _STOP_SIGNALS
                 if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN)}
