@@ -82,6 +82,15 @@ def test_stdin_from_a_pipe_reaches_the_command_and_ends_at_eof(running_worker):
     assert done.stdout.split() == ["3"]
 
 
+def test_without_i_or_t_stdout_and_stderr_come_apart_and_the_status_is_ours(running_worker):
+    config, _ = running_worker
+    done = subprocess.run(exec_argv(config, "sh", "-c", "echo out; echo err >&2; exit 3", flags="--role=worker"),
+                          input="not for the command\n", capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "out\n"
+    assert done.stderr.splitlines()[-1] == "err"
+
+
 def test_a_role_without_its_container_is_refused_with_exit_2(site_file, jobs):
     done = subprocess.run(exec_argv(site_file(), "true", flags="-i"), stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
