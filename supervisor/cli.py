@@ -68,9 +68,16 @@ def _parser() -> argparse.ArgumentParser:
                              "2 something failed, a refused reload, or the daemon down (Nagios plugin convention)")
     exec_ = command("exec", _exec, "run a one-shot command (e.g. make-config, indico db prepare) in a container "
                                    "with a role's image, user, volumes, network and env; its output and exit "
-                                   "status are ours, and it is removed afterwards. No stdin or TTY: interactive "
-                                   "commands such as `indico shell` are not supported")
+                                   "status are ours, and it is removed afterwards. -i passes stdin, -t a terminal "
+                                   "(`exec -it -- indico shell`); --running uses the role's running container")
     exec_.add_argument("--role", default="worker", help="whose settings to use (default worker; a disabled role works too)")
+    exec_.add_argument("-i", "--interactive", action="store_true",
+                       help="pass stdin to the command, ending it at EOF (`exec -i --role db -- psql … < dump.sql`)")
+    exec_.add_argument("--running", action="store_true",
+                       help="run it in the role's running container (as docker exec), not in a new one: "
+                            "`exec -it --running --role db -- psql -U postgres`")
+    exec_.add_argument("-t", "--tty", action="store_true",
+                       help="give the command a terminal sized like ours; with -i, keys (Ctrl-C too) go to it")
     exec_.add_argument("args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="the command, after --")
     build = command("build-image", _build_image, "build the worker image through the Docker engine")
     build.add_argument("--context", metavar="DIR", help="the directory with the Dockerfile (default "
@@ -210,6 +217,7 @@ def _daemon_note(state: dict | None, alive: bool) -> str:
 
 
 def _exec(args: argparse.Namespace) -> int:
+    from .inside import run_in_running
     from .oneshot import ExecRefused, run_oneshot
 
     command = args.args[1:] if args.args[:1] == ["--"] else args.args
@@ -217,12 +225,19 @@ def _exec(args: argparse.Namespace) -> int:
         print("indico-supervisor exec: no command; give it after --, e.g. "
               "`indico-supervisor exec -- indico db prepare`", file=sys.stderr)
         return EXIT_USAGE
+    stdin = 0  # the descriptor, not sys.stdin: that may be None, and its buffer is not ours to read
+    if args.tty and not os.isatty(stdin):
+        print("indico-supervisor exec: -t needs a terminal, and stdin is not one; drop -t "
+              "(keep -i to feed the command from a pipe or file) or run from a terminal", file=sys.stderr)
+        return EXIT_USAGE
     site = load_site(args.config)
     logs.add_secrets(logs.secrets_of_command(command))  # the job's own `PGPASSWORD=…`, echoed in our notes
     with _engine_errors_end_here("exec"):
         from .engine import connect_patient
         try:
-            return run_oneshot(site, args.role, command, connect_patient())
+            run = run_in_running if args.running else run_oneshot
+            return run(site, args.role, command, connect_patient(),
+                       stdin_fd=stdin if args.interactive else None, terminal_fd=stdin if args.tty else None)
         except ExecRefused as refused:
             print(f"indico-supervisor exec: {refused}", file=sys.stderr)
             return EXIT_USAGE

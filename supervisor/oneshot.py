@@ -6,8 +6,9 @@ back live (stdout and stderr apart), its exit status becomes ours, and its conta
 is removed whatever happens (exit, engine error, SIGINT, SIGTERM).
 
 The container carries `io.indico-supervisor.oneshot=<site>`, never the site label,
-so the daemon neither adopts nor removes it. No stdin or TTY: interactive commands
-(`indico shell`) are out of scope.
+so the daemon neither adopts nor removes it. With `-i` the job gets our stdin (EOF
+at its end); with `-t` it gets a terminal of its own, sized like ours, and ours goes
+raw meanwhile (`attach`, `terminal`), so `indico shell` and `psql` work.
 """
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ from typing import BinaryIO, Callable
 import docker
 import docker.errors
 
+from .attach import STDERR, STDOUT, Output, attach_socket, attend
 from .engine import Engine, ImageMissing, reason
 from .model import Container, Site
 from .problems import ConfigError, Problem
 from .spec import oneshot_create_kwargs
 
 NAME_INFIX = "-exec-"
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP too: a dropped ssh session must not leave an interactive job running for ever.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+GONE_STATUS = 125  # as docker's own "the engine failed us": no exit status to pass on
 _NAME_ATTEMPTS = 3
 CLEANUP_TIMEOUT = 10.0  # seconds an engine call may take while we stop and remove the job
 KILL_GRACE = 2.0  # after a second signal: long enough for a healthy engine, short enough to feel at once
@@ -39,7 +43,7 @@ class ExecRefused(Exception):
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; BaseException so no `except Exception` swallows it."""
+    """SIGINT, SIGTERM or SIGHUP arrived; BaseException so no `except Exception` swallows it."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -73,12 +77,18 @@ def check_runnable(site: Site, container: Container) -> None:
 
 
 class OneShot:
-    """One run: create, attach, start, stream, wait, remove. `note` speaks on our stderr."""
+    """One run: create, attach, start, stream, wait, remove. `note` speaks on our stderr.
+
+    `stdin_fd`: relayed to the job (`-i`); `terminal_fd`: the job gets a TTY sized like
+    this terminal (`-t`), which goes raw while both are given.
+    """
 
     def __init__(self, site: Site, container: Container, command: list[str], client: docker.DockerClient,
-                 out: BinaryIO, err: BinaryIO, note: Callable[[str], None]):
+                 out: BinaryIO, err: BinaryIO, note: Callable[[str], None],
+                 stdin_fd: int | None = None, terminal_fd: int | None = None):
         self.site, self.container, self.command = site, container, command
-        self.client, self.out, self.err, self.note = client, out, err, note
+        self.client, self.output, self.note = client, Output(out, err), note
+        self.stdin_fd, self.terminal_fd = stdin_fd, terminal_fd
         self.name = ""
 
     def run(self) -> int:
@@ -89,20 +99,18 @@ class OneShot:
 
     def _run(self) -> int:
         container_id = None
-        with _stop_signals_raise():
+        with stop_signals_raise():
             try:
                 self._ensure_image()
                 with _signals_deferred():  # a container created but not yet known to us would be left behind
                     container_id = self._create()
                 self.note(f"running {shlex.join(self.command)} in {self.name} "
                           f"(role {self.container.role}, image {self.container.image})")
-                stream = self.client.api.attach(container_id, stdout=True, stderr=True, stream=True,
-                                                logs=True, demux=True)
-                self.client.api.start(container_id)
-                for out_chunk, err_chunk in stream:
-                    self._write("out", out_chunk)
-                    self._write("err", err_chunk)
-                return self.client.api.wait(container_id)["StatusCode"]
+                if self.stdin_fd is None and self.terminal_fd is None:
+                    self._stream(container_id)
+                else:
+                    self._attend(container_id)
+                return self._exit_status(container_id)
             except Interrupted as interrupted:
                 self.note(f"{interrupted}: stopping {self.name or 'the job'} "
                           f"(up to {self.container.stop_timeout:g}s)")
@@ -124,6 +132,39 @@ class OneShot:
         if pull_failure:
             self.note(f"pull of {c.image} failed ({pull_failure}); using the image already on this host")
 
+    def _stream(self, container_id: str) -> None:
+        stream = self.client.api.attach(container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+        self.client.api.start(container_id)
+        for out_chunk, err_chunk in stream:
+            self.output.write(STDOUT, out_chunk)
+            self.output.write(STDERR, err_chunk)
+
+    def _attend(self, container_id: str) -> None:
+        """Our stdin and terminal joined to the job's until its output ends."""
+        conn = attach_socket(self.client.api, container_id, stdin=self.stdin_fd is not None)
+        try:
+            # Sized after start: the engine resizes only a running container (API 1.41 has no
+            # size at create), so a job's very first line may see 0x0, as with docker.
+            attend(conn, self.output.write, self.stdin_fd, self.terminal_fd,
+                   start=lambda: self.client.api.start(container_id),
+                   resize=lambda rows, columns: self._resize(container_id, rows, columns))
+        finally:
+            conn.close()
+
+    def _resize(self, container_id: str, rows: int, columns: int) -> None:
+        try:
+            self.client.api.resize(container_id, height=rows, width=columns)
+        except docker.errors.APIError:  # the job has just ended: nothing left to size
+            pass
+
+    def _exit_status(self, container_id: str) -> int:
+        try:
+            return self.client.api.wait(container_id)["StatusCode"]
+        except docker.errors.NotFound:
+            self.note(f"{self.name} is gone: its container was removed by someone else while it ran, "
+                      f"so its exit status is unknown (exit {GONE_STATUS})")
+            return GONE_STATUS
+
     def _create(self) -> str:
         # `exec --role db` before the daemon ever ran: the site network and volumes it names.
         for created in Engine(self.site.name, self.client).ensure_site_resources(self.container):
@@ -131,6 +172,10 @@ class OneShot:
         for attempt in range(_NAME_ATTEMPTS):
             self.name = oneshot_name(self.site.name)
             kwargs = oneshot_create_kwargs(self.site.name, self.container, self.command, self.name)
+            if self.stdin_fd is not None:
+                # Not detached: the SDK then sets StdinOnce, so the end of our stdin closes the job's.
+                kwargs.update(stdin_open=True, detach=False)
+            kwargs.update(tty=self.terminal_fd is not None)
             try:
                 return self.client.containers.create(**kwargs).id
             except docker.errors.APIError as error:
@@ -138,16 +183,6 @@ class OneShot:
                 if error.status_code != 409 or attempt == _NAME_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
-
-    def _write(self, which: str, chunk: bytes | None) -> None:
-        stream = self.out if which == "out" else self.err
-        if not chunk or stream is None:
-            return
-        try:
-            stream.write(chunk)
-            stream.flush()
-        except BrokenPipeError:  # `exec … | head`: the reader left; the job still runs to its end
-            setattr(self, which, None)
 
     def _remove(self, container_id: str) -> None:
         """Stop and remove the job; a signal meanwhile ends us at once (Interrupted escapes).
@@ -193,17 +228,25 @@ class OneShot:
 
 
 def run_oneshot(site: Site, role: str, command: list[str], client: docker.DockerClient,
-                out: BinaryIO | None = None, err: BinaryIO | None = None) -> int:
+                out: BinaryIO | None = None, err: BinaryIO | None = None,
+                stdin_fd: int | None = None, terminal_fd: int | None = None) -> int:
     """Run `command` as a job of `role`; return its exit status (128+N if we were stopped by signal N)."""
     container = role_container(site, role)
     check_runnable(site, container)
+    job = OneShot(site, container, command, client, out or sys.stdout.buffer, err or sys.stderr.buffer,
+                  stderr_note(), stdin_fd, terminal_fd)
+    return job.run()
+
+
+def stderr_note() -> Callable[[str], None]:
+    """`exec`'s own messages, on our stderr as it is now (the CLI's scrubbing one)."""
     note_stream = sys.stderr
 
     def note(text: str) -> None:
-        print(f"indico-supervisor exec: {text}", file=note_stream, flush=True)
-
-    job = OneShot(site, container, command, client, out or sys.stdout.buffer, err or sys.stderr.buffer, note)
-    return job.run()
+        # A terminal that hung up (EIO) must not cut the job's cleanup short.
+        with contextlib.suppress(OSError):
+            print(f"indico-supervisor exec: {text}", file=note_stream, flush=True)
+    return note
 
 
 def _raise_interrupted(signum: int, frame) -> None:
@@ -211,8 +254,10 @@ def _raise_interrupted(signum: int, frame) -> None:
 
 
 @contextlib.contextmanager
-def _stop_signals_raise():
-    previous = {s: signal.signal(s, _raise_interrupted) for s in _STOP_SIGNALS}
+def stop_signals_raise():
+    # `nohup indico-supervisor exec …` asked for a job that outlives the terminal.
+    previous = {s: signal.signal(s, _raise_interrupted) for s in _STOP_SIGNALS
+                if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN)}
     try:
         yield
     finally:

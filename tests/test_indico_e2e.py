@@ -22,8 +22,8 @@ from tests.indico_images import DB_NAME, DB_PASSWORD, DB_USER, postgres_image, r
 UID_GID = "4321:4321"
 BASE_URL = "http://indico.test"
 REPO = Path(__file__).resolve().parent.parent
-# The first account, made as `indico user create --admin` would (it only asks on a
-# terminal, and `exec` has none): until one exists, Indico's front page sends
+# The first account, made as `indico user create --admin` would (its prompts, through
+# `exec -it`, are test_indico_exec_tty's): until one exists, Indico's front page sends
 # every visitor to /bootstrap to create it.
 CREATE_ADMIN = """
 from indico.core.db import db
