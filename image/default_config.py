@@ -72,6 +72,9 @@ PROXY_LINES = """
 # TLS and sets X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host). Never
 # publish port 8080 itself: with USE_PROXY those headers are trusted.
 USE_PROXY = True
+# Attachments are sent by the web container's nginx (its /.xsf/archive/ location, in
+# data/etc/nginx.conf), which reads the archive from a read-only bind: uwsgi only says which.
+STATIC_FILE_METHOD = ('xaccelredirect', {'/opt/indico/data/archive': '/.xsf/archive'})
 """
 
 
