@@ -378,6 +378,7 @@ def test_example_site_is_the_whole_site_db_redis_worker_celery_and_web_on_one_ne
     # nginx in front: the worker's static files and the data directory, both read-only.
     assert (web.image, web.name, web.user) == ("nginx:1.27", "indico-web", "1000:1000")
     assert web.binds == (Bind(data, "/opt/indico/data", read_only=True),
+                         Bind(scratch, "/opt/indico/scratch", read_only=True),
                          Bind("indico-assets", "/opt/indico/assets", read_only=True, named=True))
     assert {(p.host_port, p.container_port) for p in web.ports} == {(80, 80), (443, 443)}
     assert web.depends_on == (("worker", "healthy"),) and web.cap_add == ()
