@@ -57,6 +57,10 @@ if [ "$current" != "$version" ]; then
     echo "indico-worker: static files switched to $version (previous: ${current:-none})"
 fi
 previous=$(readlink "$ASSETS/previous" 2>/dev/null || true)
+# One worker per host publishes here, so any copy still incoming was left by a start that died.
+for tree in "$ASSETS"/.incoming-*; do
+    [ -d "$tree" ] && rm -rf "$tree" && echo "indico-worker: removed the unfinished copy ${tree##*/}"
+done
 for tree in "$ASSETS"/*; do
     name=${tree##*/}
     case "$name" in
