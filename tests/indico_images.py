@@ -62,6 +62,23 @@ CREATE EXTENSION pg_trgm;" \
              '"-c", "unix_socket_directories=/tmp"]'),
 )
 
+# As the official postgres image leaves a new cluster: only the superuser, with the
+# password of POSTGRES_PASSWORD; the site's first-time setup (examples/site.yaml) does the rest.
+SUPERUSER_PASSWORD = "postgres-test-password"
+POSTGRES_BARE = Recipe(
+    name="postgresql-15-bare",
+    packages=("postgresql-15", "postgresql-contrib"),
+    customize=f"""
+install -d -o postgres -g postgres -m 700 {PGDATA}
+runuser -u postgres -- {_PG_BIN}/initdb --pgdata={PGDATA} --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 --username=postgres >/dev/null
+echo "host all all 0.0.0.0/0 scram-sha-256" >> {PGDATA}/pg_hba.conf
+echo "ALTER ROLE postgres PASSWORD '{SUPERUSER_PASSWORD}';" \
+    | runuser -u postgres -- {_PG_BIN}/postgres --single -D {PGDATA} postgres >/dev/null
+""",
+    changes=POSTGRES.changes,
+)
+
 REDIS = Recipe(
     name="redis",
     packages=("redis-server",),
@@ -145,6 +162,10 @@ def _remove_stale_workers(client, keep: str, log: Callable[[str], None], spare: 
 
 def postgres_image(client, log: Callable[[str], None] | None = None) -> str:
     return debian_image(client, POSTGRES, log or _log)
+
+
+def bare_postgres_image(client, log: Callable[[str], None] | None = None) -> str:
+    return debian_image(client, POSTGRES_BARE, log or _log)
 
 
 def redis_image(client, log: Callable[[str], None] | None = None) -> str:
