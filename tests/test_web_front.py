@@ -53,6 +53,31 @@ manifest['common.css'] = new
 (dist / 'manifest.json').write_text(json.dumps(manifest))
 """
 
+# An attachment, as Indico's upload form makes one: the file goes to data/archive.
+CREATE_ATTACHMENT = """
+import io
+from indico.core.db import db
+from indico.core.db.sqlalchemy.protection import ProtectionMode
+from indico.modules.attachments.models.attachments import Attachment, AttachmentFile, AttachmentType
+from indico.modules.attachments.models.folders import AttachmentFolder
+from indico.modules.categories import Category
+from indico.modules.users import User
+from indico.web.flask.app import make_app
+
+app = make_app()
+with app.app_context():
+    user = User.query.filter_by(is_admin=True).one()
+    folder = AttachmentFolder.get_or_create_default(Category.get_root())
+    attachment = Attachment(folder=folder, user=user, title='hello', type=AttachmentType.file,
+                            protection_mode=ProtectionMode.inheriting)  # the root category's: public
+    attachment.file = AttachmentFile(user=user, filename='hello.txt', content_type='text/plain')
+    attachment.file.save(io.BytesIO(b'an attachment, sent by nginx from the archive'))
+    db.session.add(attachment)
+    db.session.commit()
+    with app.test_request_context():
+        print('download', attachment.download_url)
+"""
+
 
 def chromium() -> str:
     done = subprocess.run([str(TOOLS / "ensure-chromium")], capture_output=True, text=True, timeout=900)
@@ -237,6 +262,14 @@ def test_a_browser_loads_indico_through_nginx_which_serves_the_running_workers_a
         assert status == 200 and direct.get("x-accel-redirect", "").startswith("/.xsf/scratch/cache/"), direct
         status, headers, body = get(web_ip, 80, generated[0])
         assert status == 200 and body.startswith(b"window.TRANSLATIONS"), (status, headers, body[:300])
+        # An attachment: uwsgi names the file, nginx sends it from the read-only data bind.
+        made = supervisor_exec(daemon.config_path, "python", "-c", CREATE_ATTACHMENT)
+        assert made.returncode == 0 and "download /" in made.stdout, made.stdout + made.stderr[-3000:]
+        download = made.stdout.split("download ", 1)[1].split()[0]
+        status, direct, _ = get(worker_ip, 8080, download)
+        assert status == 200 and direct.get("x-accel-redirect", "").startswith("/.xsf/data/archive/"), direct
+        status, headers, body = get(web_ip, 80, download)
+        assert (status, body) == (200, b"an attachment, sent by nginx from the archive"), (status, headers)
         # The browser itself fetched them from nginx: its access log names them.
         log = client.containers.get(web).logs().decode(errors="replace")
         for path in css + js:
