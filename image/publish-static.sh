@@ -33,6 +33,14 @@ if [ ! -w "$ASSETS" ] || [ ! -x "$ASSETS" ]; then
          "engine takes the image's mode (1777); one made otherwise needs: docker run --rm -v VOLUME:/v" \
          "debian chmod 1777 /v (or chown it to the worker's UID:GID)."
 fi
+# The volume is sticky (mode 1777): links and trees another UID made cannot be replaced.
+for link in current previous; do
+    if [ -L "$ASSETS/$link" ] && [ "$(stat -c %u "$ASSETS/$link")" != "$(id -u)" ]; then
+        fail "$ASSETS/$link belongs to UID $(stat -c %u "$ASSETS/$link"), not to this worker's $(id -u)" \
+             "(the site's user changed?): the worker cannot replace it. Give the volume to the new user:" \
+             "docker run --rm -v VOLUME:/v debian chown -hR $(id -u):$(id -g) /v (the site's is indico-assets)."
+    fi
+done
 
 # Path, size and modification time of every file: cheap (no file is read), the same for
 # the same image at every start, different after any rebuild that touches a file.

@@ -132,3 +132,12 @@ def test_a_volume_the_worker_cannot_write_is_refused_with_the_fix(docker_client,
 
     assert code == 2, out
     assert f"{ASSETS} is not writable by UID:GID {UID_GID}" in out and "chmod 1777" in out
+
+
+def test_a_volume_published_by_another_uid_is_refused_with_the_fix(docker_client, images, volume):
+    publish(docker_client, images[0], volume, user="4322:4322")
+
+    code, out = publish(docker_client, images[1], volume)
+
+    assert code == 2, out
+    assert f"{ASSETS}/current belongs to UID 4322, not to this worker's 4321" in out and "chown -hR 4321:4321" in out

@@ -8,9 +8,13 @@ page through the web role: Indico's title, its CSS and JS answered by nginx from
 worker's published static files (long-lived Cache-Control; uwsgi says no-cache), a
 screenshot kept under $INDICO_SUPERVISOR_ARTEFACTS (else build/artefacts/).
 
+Files Indico sends itself (a generated translation script, an attachment) go by
+X-Accel-Redirect: uwsgi names them, nginx sends them from its read-only binds.
+
 Then a second worker image (the first plus a trivial change: one more CSS bundle, which
 its pages reference) replaces the worker on a reload: the web container is not
-recreated, serves the new bundle, and still serves the old one.
+recreated, every page nginx hands out meanwhile has stylesheets that answer, and
+afterwards it serves the new bundle and still the old one.
 """
 from __future__ import annotations
 
@@ -126,15 +130,19 @@ def front_page(address: str) -> str:
     return body.decode()
 
 
+SECOND_REPOSITORY = "indico-supervisor-test/indico-worker-second"
+
+
 def second_worker_image(client, first: str) -> str:
-    """The first image plus the trivial change, tagged by what it is made of."""
+    """The first image plus the trivial change, tagged by what it is made of. Older ones
+    are removed but for the newest few (each holds an ~800 MB worker build in place)."""
     import hashlib
     import docker.errors
 
     import tarfile
 
     dockerfile = SECOND_BUILD.format(base=first)
-    ref = "indico-supervisor-test/indico-worker-second:" + hashlib.sha256(
+    ref = f"{SECOND_REPOSITORY}:" + hashlib.sha256(
         (client.images.get(first).id + dockerfile + SECOND_BUILD_SCRIPT).encode()).hexdigest()[:12]
     try:
         client.images.get(ref)
@@ -148,6 +156,12 @@ def second_worker_image(client, first: str) -> str:
                 tar.addfile(info, io.BytesIO(data))
         context.seek(0)
         client.images.build(fileobj=context, custom_context=True, tag=ref, rm=True, forcerm=True)
+        builds = sorted(client.images.list(name=SECOND_REPOSITORY), key=lambda i: i.attrs["Created"], reverse=True)
+        for tag in [t for image in builds for t in image.tags if t != ref][3:]:
+            try:
+                client.images.remove(tag)
+            except docker.errors.APIError:
+                pass  # in use by another run's container: left for the next build
     return ref
 
 
