@@ -73,6 +73,19 @@ PROXY_LINES = """
 # publish port 8080 itself: with USE_PROXY those headers are trusted.
 USE_PROXY = True
 """
+# Indico sends every file it serves (attachments, its static files, generated scripts in
+# the cache) by X-Accel-Redirect to the web container's nginx, which reads them from its
+# read-only binds of the data and scratch directories and from the worker's published
+# static files (the /.xsf/ locations of data/etc/nginx.conf), as Indico's guide has it.
+# A path outside this mapping is an error 500: a plugin whose static files Indico serves
+# needs its directory mapped here and a location in nginx.conf.
+XACCEL_LINES = """
+STATIC_FILE_METHOD = ('xaccelredirect', {{
+    '/opt/indico/data': '/.xsf/data',
+    '/opt/indico/scratch': '/.xsf/scratch',
+    '{static}': '/.xsf/static',
+}})
+"""
 
 
 def answers(wizard: SetupWizard, config_dir: str) -> None:
@@ -107,7 +120,10 @@ def relocate(text: str) -> str:
         sys.exit("default_config.py: the wizard wrote no SECRET_KEY line")
     for key, note in NOTES.items():
         text = re.sub(rf"^({key} = )", lambda m: f"{note}\n{m.group(1)}", text, count=1, flags=re.M)
-    return HEADER.format(version=wizard_module.indico.__version__) + text + PROXY_LINES
+    # The static files uwsgi serves: the package's own directory, whatever the Python version.
+    static = os.path.join(os.path.dirname(wizard_module.indico.__file__), "web", "static")
+    return (HEADER.format(version=wizard_module.indico.__version__) + text + PROXY_LINES
+            + XACCEL_LINES.format(static=static))
 
 
 def main(config_dir: str, web_dir: str) -> None:

@@ -83,7 +83,7 @@ for dir in tmp cache log; do too_wide "$SCRATCH" $dir 022 "its group or others c
 if [ "$what" = make-config ]; then
     [ $# -le 1 ] || fail "make-config takes no arguments (got: $*)"
     existing=""
-    for name in indico.conf logging.yaml; do
+    for name in indico.conf logging.yaml nginx.conf; do
         if [ -e "$CONF_DIR/$name" ] || [ -L "$CONF_DIR/$name" ]; then
             existing="$existing $CONF_DIR/$name"
         fi
@@ -97,8 +97,10 @@ if [ "$what" = make-config ]; then
     set -C
     sed "s/^SECRET_KEY = .*/SECRET_KEY = '$secret'/" "$DEFAULTS/indico.conf" > "$CONF_DIR/indico.conf"
     cat "$DEFAULTS/logging.yaml" > "$CONF_DIR/logging.yaml"
+    cat "$DEFAULTS/nginx.conf" > "$CONF_DIR/nginx.conf"
     set +C
-    echo "indico-worker: created $CONF_DIR/indico.conf (with a fresh SECRET_KEY) and $CONF_DIR/logging.yaml."
+    echo "indico-worker: created $CONF_DIR/indico.conf (with a fresh SECRET_KEY), $CONF_DIR/logging.yaml"
+    echo "indico-worker: and $CONF_DIR/nginx.conf (the web container's; set its server_name)."
     echo "indico-worker: indico.conf is NOT usable yet: replace every CHANGE-ME in it (BASE_URL, the database"
     echo "indico-worker: password, e-mail addresses, SMTP server), then run 'indico db prepare' once."
     exit 0
@@ -123,6 +125,8 @@ fi
 case "$what" in
     run)
         [ $# -eq 0 ] || shift
+        # The web container's static files, before the first page that references them.
+        indico-publish-static
         exec $guard uwsgi --ini "$INDICO_DIR/uwsgi.ini" "$@"
         ;;
     celery)

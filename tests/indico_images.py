@@ -9,7 +9,7 @@ image/ rebuilds it. A build streams its progress lines as they come.
 
 PostgreSQL 15 and Redis come from Debian's packages (tests.debian_images recipes),
 both running as their own non-root accounts, listening on all addresses inside
-their containers.
+their containers; nginx from Debian's package, for the web role.
 
 Run as a script to build (or reuse) them all and print their references:
     python -m tests.indico_images
@@ -62,12 +62,39 @@ CREATE EXTENSION pg_trgm;" \
              '"-c", "unix_socket_directories=/tmp"]'),
 )
 
+# As the official postgres image leaves a new cluster: only the superuser, with the
+# password of POSTGRES_PASSWORD; the site's first-time setup (examples/site.yaml) does the rest.
+SUPERUSER_PASSWORD = "postgres-test-password"
+POSTGRES_BARE = Recipe(
+    name="postgresql-15-bare",
+    packages=("postgresql-15", "postgresql-contrib"),
+    customize=f"""
+install -d -o postgres -g postgres -m 700 {PGDATA}
+runuser -u postgres -- {_PG_BIN}/initdb --pgdata={PGDATA} --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 --username=postgres >/dev/null
+echo "host all all 0.0.0.0/0 scram-sha-256" >> {PGDATA}/pg_hba.conf
+echo "ALTER ROLE postgres PASSWORD '{SUPERUSER_PASSWORD}';" \
+    | runuser -u postgres -- {_PG_BIN}/postgres --single -D {PGDATA} postgres >/dev/null
+""",
+    changes=POSTGRES.changes,
+)
+
 REDIS = Recipe(
     name="redis",
     packages=("redis-server",),
     changes=("USER redis",
              'CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", '
              '"--save", "", "--appendonly", "no", "--dir", "/tmp"]'),
+)
+
+# The web role's stand-in for the official nginx image: Debian's nginx, with no user of
+# its own (the site's `user` runs it) and no configuration of its own (the site binds
+# make-config's nginx.conf over /etc/nginx/nginx.conf, as on the official image).
+NGINX = Recipe(
+    name="nginx",
+    packages=("nginx",),
+    customize="rm -f /etc/nginx/sites-enabled/default",
+    changes=('CMD ["nginx", "-e", "stderr", "-g", "daemon off;"]',),
 )
 
 
@@ -137,13 +164,21 @@ def postgres_image(client, log: Callable[[str], None] | None = None) -> str:
     return debian_image(client, POSTGRES, log or _log)
 
 
+def bare_postgres_image(client, log: Callable[[str], None] | None = None) -> str:
+    return debian_image(client, POSTGRES_BARE, log or _log)
+
+
 def redis_image(client, log: Callable[[str], None] | None = None) -> str:
     return debian_image(client, REDIS, log or _log)
+
+
+def nginx_image(client, log: Callable[[str], None] | None = None) -> str:
+    return debian_image(client, NGINX, log or _log)
 
 
 if __name__ == "__main__":
     import docker
 
     engine = docker.from_env(timeout=900)
-    for make in (worker_image, postgres_image, redis_image):
+    for make in (worker_image, postgres_image, redis_image, nginx_image):
         print(make(engine))

@@ -347,24 +347,44 @@ def example_site(tmp_path: Path) -> Path:
     return write_site(tmp_path, text.replace("/srv/indico/data", "@DATA@").replace("/srv/indico/scratch", "@SCRATCH@"))
 
 
-def test_example_site_resolves_to_the_readme_worker_and_celery_on_a_site_network(tmp_path):
+def test_example_site_is_the_whole_site_db_redis_worker_celery_and_web_on_one_network(tmp_path):
     site = load_site(str(example_site(tmp_path)))
 
-    worker, celery = site.containers
-    binds = (Bind(str(tmp_path / "data"), "/opt/indico/data"), Bind(str(tmp_path / "scratch"), "/opt/indico/scratch"))
+    roles = {container.role: container for container in site.containers}
+    assert set(roles) == {"db", "redis", "worker", "celery", "web"}
+    worker, celery, db, redis, web = (roles[r] for r in ("worker", "celery", "db", "redis", "web"))
+    data, scratch = str(tmp_path / "data"), str(tmp_path / "scratch")
+    binds = (Bind(data, "/opt/indico/data"), Bind(scratch, "/opt/indico/scratch"))
+    assets = Bind("indico-assets", "/opt/indico/assets", named=True)
     assert site.name == "indico" and site.stop_on_exit == "stop"
     assert (worker.role, worker.name, worker.command) == ("worker", "indico-worker", ("run",))
     assert (celery.role, celery.name, celery.command) == ("celery", "indico-celery", ("celery",))
     for container in (worker, celery):
         assert (container.uid, container.gid, container.user) == (1000, 1000, "1000:1000")
         assert (container.image, container.pull) == ("indico-worker:latest", "missing")
-        assert container.binds == binds
-        assert container.network == Network(name="indico")  # the recommended site network
         assert container.enabled
+        assert container.depends_on == (("db", "healthy"), ("redis", "healthy"))
+    assert worker.binds == binds + (assets,) and celery.binds == binds
     assert (worker.stop_timeout, celery.stop_timeout) == (60.0, 300.0)
     # The image's HEALTHCHECK watches both (a daemon http probe would get Indico's 404).
     assert worker.probe is None and celery.probe is None
     assert worker.restart == RestartPolicy(backoff=1.0, max_backoff=300.0, reset_after=60.0, max_restarts=10, window=600.0)
+    # The official images, their data in named volumes, healthy when they answer.
+    assert (db.image, db.name, db.user) == ("postgres:15", "indico-db", "999:999")
+    assert db.binds == (Bind("indico-pgdata", "/var/lib/postgresql/data", named=True),)
+    assert db.healthcheck.test[:2] == ("CMD", "pg_isready") and db.stop_signal == "SIGINT"
+    assert (redis.image, redis.binds) == ("redis:7", (Bind("indico-redis", "/data", named=True),))
+    assert redis.healthcheck.test == ("CMD", "redis-cli", "ping")
+    # nginx in front: the worker's static files and the data directory, both read-only.
+    assert (web.image, web.name, web.user) == ("nginx:1.27", "indico-web", "1000:1000")
+    assert web.binds == (Bind(data, "/opt/indico/data", read_only=True),
+                         Bind(scratch, "/opt/indico/scratch", read_only=True),
+                         Bind("indico-assets", "/opt/indico/assets", read_only=True, named=True))
+    assert {(p.host_port, p.container_port) for p in web.ports} == {(80, 80), (443, 443)}
+    assert web.depends_on == (("worker", "healthy"),) and web.cap_add == ()
+    assert web.command[:3] == ("nginx", "-c", "/opt/indico/data/etc/nginx.conf")
+    for container in roles.values():
+        assert container.network == Network(name="indico")  # the recommended site network
 
 
 def test_container_env_is_merged_over_site_env(tmp_path):
@@ -440,8 +460,9 @@ def test_check_config_prints_the_resolved_containers_and_exits_0(tmp_path, capsy
     status, out, err = check_config(file, capsys)
 
     assert (status, err) == (0, "")
-    assert "site indico: 2 of 2 containers enabled" in out
-    assert "worker: indico-worker" in out and "celery: indico-celery" in out
+    assert "site indico: 5 of 5 containers enabled" in out
+    assert "start order: db -> redis -> worker -> celery -> web" in out
+    assert "worker: indico-worker" in out and "celery: indico-celery" in out and "web: indico-web" in out
     assert "  command  run" in out and "  command  celery" in out
     assert f"  mount    {tmp_path / 'data'} -> /opt/indico/data" in out
     assert "  network  indico" in out
