@@ -55,14 +55,26 @@ def main() -> int:
     first_run = not (HERE / "data" / "etc" / "indico.conf").exists()
     if first_run:
         _make_config(config)
-    daemon = subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO)
-    # Ctrl-C reaches the daemon too (one process group): it stops the site; we wait for it.
+    # A session of its own: Ctrl-C reaches only us, and the daemon gets one SIGTERM from us
+    # (a second stop signal would make it exit at once, leaving the site running).
+    daemon = subprocess.Popen([sys.executable, "-m", "supervisor", "run", "--config", str(config)], cwd=REPO,
+                              start_new_session=True)
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda n, _f: daemon.send_signal(signal.SIGTERM) if daemon.poll() is None else None)
+        signal.signal(signum, lambda n, _f: _stop(daemon))
     threading.Thread(target=_first_steps, args=(client, config, daemon), daemon=True).start()
     code = daemon.wait()
     say(f"the daemon stopped (exit {code}); the data stays in {HERE} and the volume {SITE}-pgdata")
     return code
+
+
+_stopping = []
+
+
+def _stop(daemon: subprocess.Popen) -> None:
+    if not _stopping and daemon.poll() is None:
+        _stopping.append(True)
+        say("stopping the site (its data stays)")
+        daemon.send_signal(signal.SIGTERM)
 
 
 def site(client, images: dict) -> dict:
@@ -72,7 +84,7 @@ def site(client, images: dict) -> dict:
         # The test image's cluster, made when it was built (role, database, extensions), kept
         # in a named volume: Docker copies it there on first use.
         "db": {"image": images["db"], "command": None, "env": {}, "user": _user_of(client, images["db"]),
-               "volumes": {"extra": [f"{SITE}-pgdata:{PGDATA}"]},
+               "volumes": {"extra": [f"indico-pgdata:{PGDATA}"]},  # renamed for the site below
                "healthcheck": {"test": ["/usr/lib/postgresql/15/bin/pg_isready", "-h", "127.0.0.1"],
                                "interval": "2s", "timeout": "5s", "retries": 5}},
         "redis": {"image": images["redis"], "command": None, "user": _user_of(client, images["redis"]),
