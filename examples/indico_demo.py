@@ -34,7 +34,8 @@ from tests.indico_images import PGDATA, nginx_image, postgres_image, redis_image
 from tests.test_indico_e2e import edit_config  # noqa: E402
 
 SITE = "indico-demo"
-HERE = REPO / "examples" / "demo-data" / "indico"
+# Where the site's data lives between runs ($INDICO_DEMO_DATA: the demo's test keeps it apart).
+HERE = Path(os.environ.get("INDICO_DEMO_DATA") or REPO / "examples" / "demo-data" / "indico")
 UID_GID = "4321:4321"  # owns data/ and scratch/; any non-root pair works
 ADDRESS, PORT = "127.0.0.1", 8080
 BASE_URL = f"http://{ADDRESS}:{PORT}"
