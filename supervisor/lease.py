@@ -204,7 +204,7 @@ class LeaseKeeper:
 
     def _give_up(self) -> None:
         with self._lock:
-            value = self.state.view.value if self.state.view.kind == HELD else None
+            value = self.state.releasable(self.monotonic())  # None in the data-lost wait: it expires instead
         released = False
         if value is not None:
             try:

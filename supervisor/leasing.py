@@ -122,7 +122,7 @@ class LeaseState:
         """(ACQUIRE, RENEW, YIELD, PEEK or None, the monotonic time of the next request)."""
         if self.view.kind == RELEASED:
             return None, float("inf")
-        if self.yielding and self.view.kind == HELD and self.renew_allowed:
+        if self.yielding and self.view.kind == HELD and self.renew_allowed and self.releasable(mono):
             return YIELD, mono
         if self.view.kind == HELD:
             if not self.renew_allowed:
@@ -214,6 +214,17 @@ class LeaseState:
         self.view = LeaseView(self.role, STANDBY, holder.token if holder else None, value,
                               holder.host if holder else None, holder.since if holder else None, reason=YIELD_REASON)
         return self.view
+
+    def releasable(self, mono: float) -> str | None:
+        """The held value to release now; None while the data-lost wait runs.
+
+        Released then, the next acquirer's INCR lands above its floor, so it sees no data
+        loss and starts at once, while an old holder cut off before Redis lost its data may
+        not have fenced yet. Left to expire, the key outlasts that old holder's fence.
+        """
+        if self.view.kind != HELD or (self.view.data_lost and mono < self.view.start_at):
+            return None
+        return self.view.value
 
     def released(self, released: bool) -> LeaseView:
         self.view = LeaseView(self.role, RELEASED, reason="released" if released else "released (key was not ours)")

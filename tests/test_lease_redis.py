@@ -90,3 +90,17 @@ def test_a_keeper_holds_and_renews_and_a_second_stands_by_then_takes_over_after_
     wait_for(lambda v: v.kind == HELD and v.holder == "host-b")
     second.stop()
     second.join(5)
+
+
+def test_a_release_in_the_data_lost_wait_leaves_the_key_to_expire(server):
+    posted: list = []
+    keeper = LeaseKeeper(client(server), LeaseState("celery", "host-a", Timing(15.0)), posted.append)
+    keeper.start()
+    deadline = time.monotonic() + 20
+    while not any(m.view.kind == HELD for m in posted) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(m.view.kind == HELD and m.view.data_lost for m in posted), posted
+    keeper.release()  # e.g. systemctl stop, or a reload disabling celery, before its container started
+    keeper.join(5)
+    assert posted[-1].view.kind == RELEASED
+    assert server.client().get("indico-supervisor:site:celery:lease") is not None
