@@ -166,6 +166,8 @@ class LeaseState:
                 self.floor = max(self.floor, holder.token)
                 self.view = LeaseView(self.role, HELD, holder.token, value, holder.host, holder.since,
                                       fence_at=sent_at + self.timing.fence_after, start_at=sent_at)
+            else:  # the key moved on: stop naming the value, or the ledger keeps that container and adopts again
+                self.view = LeaseView(self.role, STANDBY, reason="lost: the key no longer holds our container's value")
             return self.view
         if self.view.kind != HELD or self.view.value != value:
             return self.view  # an answer about a value we no longer hold

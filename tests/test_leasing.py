@@ -168,3 +168,14 @@ def test_a_holder_in_the_data_lost_wait_never_releases_so_the_key_expires_after_
     assert s.next_request(101.0)[0] != YIELD
     assert s.releasable(115.0) == view.value
     assert s.next_request(115.0) == (YIELD, 115.0)
+
+
+def test_an_adoption_the_key_refuses_leaves_nothing_to_adopt_so_the_container_goes():
+    # The key no longer holds the value the container carries: the view must stop naming it,
+    # or the ledger keeps (and restarts) that container, and each adoption retry delays the acquire.
+    s = state()
+    ours = lease_value("host-a", 9, 1.0)
+    s.acquired(100.0, False, ours)
+    s.adopt(ours)
+    refused = s.renewed(100.2, False, ours)
+    assert refused.kind == STANDBY and refused.value is None and refused.holder is None
