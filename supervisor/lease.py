@@ -198,8 +198,8 @@ class LeaseKeeper:
                 seen = self.client.peek()
                 with self._lock:
                     self._publish(self.state.peeked(sent_at, seen))
-        except (redis.RedisError, OSError) as error:
-            with self._lock:
+        except Exception as error:  # an answer it cannot read (a key that is not UTF-8), or a bug: no answer,
+            with self._lock:        # never a dead keeper (a holder would stop renewing, a standby never take over)
                 self._publish(self.state.unanswered(sent_at, reason(error)))
 
     def _give_up(self) -> None:

@@ -104,3 +104,20 @@ def test_a_release_in_the_data_lost_wait_leaves_the_key_to_expire(server):
     keeper.join(5)
     assert posted[-1].view.kind == RELEASED
     assert server.client().get("indico-supervisor:site:celery:lease") is not None
+
+
+def test_a_keeper_survives_a_key_it_cannot_decode_and_acquires_once_it_is_gone(server):
+    server.client().set("indico-supervisor:site:celery:lease", b"\xff\xfe not ours")
+    posted: list = []
+    keeper = LeaseKeeper(client(server, 3.0), LeaseState("celery", "host-a", Timing(3.0)), posted.append)
+    keeper.start()
+    deadline = time.monotonic() + 20
+    while not posted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert posted and posted[0].view.kind != HELD
+    server.client().delete("indico-supervisor:site:celery:lease")
+    while not any(m.view.kind == HELD for m in posted) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    keeper.stop()
+    keeper.join(5)
+    assert any(m.view.kind == HELD for m in posted), posted
