@@ -49,8 +49,9 @@ class Keepers:
         """What the keepers must know after each turn of the loop."""
         crash_looping = ledger.crash_looping_singletons()
         for role, keeper in self.active.items():
-            keeper.set_renew_allowed(ledger.engine_up)
             keeper.set_yielding(role in crash_looping)
+        for keeper in [*self.active.values(), *self.retiring.values()]:  # a retiring one's container may run yet
+            keeper.set_renew_allowed(ledger.engine_up)
         for role, value in ledger.adoptions().items():
             if role in self.active:
                 self.active[role].adopt(value)

@@ -121,3 +121,30 @@ def test_a_keeper_survives_a_key_it_cannot_decode_and_acquires_once_it_is_gone(s
     keeper.stop()
     keeper.join(5)
     assert any(m.view.kind == HELD for m in posted), posted
+
+
+def test_a_retiring_keeper_stops_renewing_while_the_engine_is_unreachable_too(server):
+    # A reload disabled celery, whose container is still being stopped when the engine goes:
+    # renewing on would keep the cluster's lease here for as long as the engine is away.
+    from types import SimpleNamespace
+
+    from supervisor.cluster import Cluster
+    from supervisor.keepers import Keepers
+    from tests.test_ledger import container, site
+    posted: list = []
+    keepers = Keepers(posted.append)
+    keepers.follow(site(container("celery", singleton=True),
+                        cluster=Cluster(redis=server.url, lease=3.0, host="host-a")), ["celery"])
+    deadline = time.monotonic() + 20
+    while not any(m.view.kind == HELD for m in posted) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    view = [m.view for m in posted if m.view.kind == HELD][-1]
+    keepers.follow(keepers.site, [])  # the reload
+    ledger = SimpleNamespace(engine_up=False, leases={"celery": view}, holds_value=lambda value: True,
+                             crash_looping_singletons=set, adoptions=dict)
+    keepers.tick(ledger)
+    retiring = keepers.retiring["celery"]
+    try:
+        assert not retiring.state.renew_allowed
+    finally:
+        keepers.finish(ledger, release=False)
