@@ -204,7 +204,8 @@ class LeaseKeeper:
 
     def _give_up(self) -> None:
         with self._lock:
-            value = self.state.releasable(self.monotonic())  # None in the data-lost wait: it expires instead
+            at = self.monotonic()
+            value = self.state.releasable(at)  # None in the data-lost wait: it expires instead
         released = False
         if value is not None:
             try:
@@ -212,7 +213,7 @@ class LeaseKeeper:
             except (redis.RedisError, OSError):
                 released = False  # it expires on its own within one lease
         with self._lock:
-            self._publish(self.state.released(released))
+            self._publish(self.state.released(released, at))
 
     def _publish(self, view: LeaseView) -> None:
         # Views are values: a standby's polls that find the same holder post nothing; a held

@@ -228,8 +228,12 @@ class LeaseState:
             return None
         return self.view.value
 
-    def released(self, released: bool) -> LeaseView:
-        self.view = LeaseView(self.role, RELEASED, reason="released" if released else "released (key was not ours)")
+    def released(self, released: bool, mono: float | None = None) -> LeaseView:
+        """Given up; `mono`, the moment of the release, says whether the data-lost wait kept the key."""
+        waiting = mono is not None and self.view.kind == HELD and self.releasable(mono) is None
+        self.view = LeaseView(self.role, RELEASED, reason="released" if released else
+                              "left to expire (Redis lost its data: it runs its full lease)" if waiting else
+                              "released (key was not ours)")
         return self.view
 
     def adopt(self, value: str) -> None:
