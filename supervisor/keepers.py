@@ -40,8 +40,11 @@ class Keepers:
                 continue
             cluster = site.cluster
             timing = Timing(cluster.lease)
+            sender: list[LeaseKeeper] = []
             keeper = LeaseKeeper(LeaseClient(cluster.redis, site.name, role, timing),
-                                 LeaseState(role, cluster.host, timing), self.post, self.monotonic, self.wall)
+                                 LeaseState(role, cluster.host, timing), self._posting(role, sender),
+                                 self.monotonic, self.wall)
+            sender.append(keeper)
             self.active[role] = keeper
             keeper.start()
 
@@ -72,6 +75,18 @@ class Keepers:
             keeper.join(JOIN_TIMEOUT)
         self.active.clear()
         self.retiring.clear()
+
+    def _posting(self, role: str, sender: list) -> Callable[[object], None]:
+        """The keeper's way to the inbox, closed once another keeper serves its role.
+
+        A reload disabled the role, another enabled it again: the old keeper's late last
+        word (`released`) would overwrite the new keeper's view in the ledger.
+        """
+        def post(message: object) -> None:
+            current = self.active.get(role) or self.retiring.get(role)
+            if current is None or current is sender[0]:
+                self.post(message)
+        return post
 
     @staticmethod
     def _container_gone(ledger, role: str) -> bool:

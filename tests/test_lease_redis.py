@@ -148,3 +148,39 @@ def test_a_retiring_keeper_stops_renewing_while_the_engine_is_unreachable_too(se
         assert not retiring.state.renew_allowed
     finally:
         keepers.finish(ledger, release=False)
+
+
+def test_a_retired_keepers_late_last_word_never_overwrites_the_view_of_the_keeper_that_followed_it(server):
+    # A reload disabled celery (its keeper releases, slowly: Redis is cut off from it), another
+    # enabled it again: the old keeper's `released` must not reach the ledger after the new one's news.
+    from types import SimpleNamespace
+
+    from supervisor.cluster import Cluster
+    from supervisor.keepers import Keepers
+    from tests.lease_redis import RedisLink
+    from tests.test_ledger import container, site
+    link = RedisLink(server, "127.0.0.1")
+    posted: list = []
+    keepers = Keepers(posted.append)
+    ledger = SimpleNamespace(engine_up=True, leases={}, holds_value=lambda value: False,
+                             crash_looping_singletons=set, adoptions=dict)
+    celery = container("celery", singleton=True)
+    server.client().set("indico-supervisor:prod:celery:token", 5)  # no data-lost wait: the release asks Redis
+    try:
+        via_link = site(celery, cluster=Cluster(redis=link.url, lease=3.0, host="host-a"))
+        keepers.follow(via_link, ["celery"])
+        deadline = time.monotonic() + 20
+        while not any(m.view.kind == HELD for m in posted) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ledger.leases["celery"] = [m.view for m in posted if m.view.kind == HELD][-1]
+        keepers.follow(via_link, [])
+        old = keepers.retiring["celery"]
+        link.cut()
+        keepers.tick(ledger)  # its container is gone: it releases
+        keepers.follow(site(celery, cluster=Cluster(redis=server.url, lease=3.0, host="host-a")), ["celery"])
+        followed = len(posted)
+        old.join(10)
+        assert not any(m.view.kind == RELEASED for m in posted[followed:]), posted[followed:]
+    finally:
+        keepers.finish(ledger, release=False)
+        link.close()
