@@ -168,7 +168,8 @@ class Guard:
                 say("renew succeeded again")
                 self.failing = False
             self.t_ok = sent if self.t_ok is None else max(self.t_ok, sent)
-            if self.child is None:
+            # An answer read past its own fence deadline starts nothing: the caller fences next.
+            if self.child is None and time.monotonic() < self.t_ok + self.lease.fence_after:
                 status = self._start_child()
                 if status is not None:
                     return status

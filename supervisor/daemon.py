@@ -242,6 +242,16 @@ class Daemon:
                 "hint": f"the site name cannot change on reload (running: {self.site.name}); restart the daemon"})])
             done()
             return
+        if site.cluster is None and self.site.cluster is not None:
+            # Its roles' `singleton` would change now (celery's default), not at the restart the
+            # cluster waits for: an unleased celery here, and the lease handed to another host's.
+            self.reload_refused = True
+            self._log([Event("error", "reload_refused", None, {
+                "file": self.config_path, "key": "cluster", "value": None,
+                "hint": "the cluster section cannot be dropped on reload (its singletons would run here without "
+                        "the lease, beside another host's); to leave the cluster, restart the daemon"})])
+            done()
+            return
         before = {c.role: spec_hash(c, None) for c in self.site.enabled()}
         after = {c.role: spec_hash(c, None) for c in site.enabled()}
         self.reload_refused = False

@@ -40,8 +40,11 @@ class Keepers:
                 continue
             cluster = site.cluster
             timing = Timing(cluster.lease)
+            sender: list[LeaseKeeper] = []
             keeper = LeaseKeeper(LeaseClient(cluster.redis, site.name, role, timing),
-                                 LeaseState(role, cluster.host, timing), self.post, self.monotonic, self.wall)
+                                 LeaseState(role, cluster.host, timing), self._posting(role, sender),
+                                 self.monotonic, self.wall)
+            sender.append(keeper)
             self.active[role] = keeper
             keeper.start()
 
@@ -49,8 +52,9 @@ class Keepers:
         """What the keepers must know after each turn of the loop."""
         crash_looping = ledger.crash_looping_singletons()
         for role, keeper in self.active.items():
-            keeper.set_renew_allowed(ledger.engine_up)
             keeper.set_yielding(role in crash_looping)
+        for keeper in [*self.active.values(), *self.retiring.values()]:  # a retiring one's container may run yet
+            keeper.set_renew_allowed(ledger.engine_up)
         for role, value in ledger.adoptions().items():
             if role in self.active:
                 self.active[role].adopt(value)
@@ -71,6 +75,18 @@ class Keepers:
             keeper.join(JOIN_TIMEOUT)
         self.active.clear()
         self.retiring.clear()
+
+    def _posting(self, role: str, sender: list) -> Callable[[object], None]:
+        """The keeper's way to the inbox, closed once another keeper serves its role.
+
+        A reload disabled the role, another enabled it again: the old keeper's late last
+        word (`released`) would overwrite the new keeper's view in the ledger.
+        """
+        def post(message: object) -> None:
+            current = self.active.get(role) or self.retiring.get(role)
+            if current is None or current is sender[0]:
+                self.post(message)
+        return post
 
     @staticmethod
     def _container_gone(ledger, role: str) -> bool:

@@ -198,13 +198,14 @@ class LeaseKeeper:
                 seen = self.client.peek()
                 with self._lock:
                     self._publish(self.state.peeked(sent_at, seen))
-        except (redis.RedisError, OSError) as error:
-            with self._lock:
+        except Exception as error:  # an answer it cannot read (a key that is not UTF-8), or a bug: no answer,
+            with self._lock:        # never a dead keeper (a holder would stop renewing, a standby never take over)
                 self._publish(self.state.unanswered(sent_at, reason(error)))
 
     def _give_up(self) -> None:
         with self._lock:
-            value = self.state.view.value if self.state.view.kind == HELD else None
+            at = self.monotonic()
+            value = self.state.releasable(at)  # None in the data-lost wait: it expires instead
         released = False
         if value is not None:
             try:
@@ -212,7 +213,7 @@ class LeaseKeeper:
             except (redis.RedisError, OSError):
                 released = False  # it expires on its own within one lease
         with self._lock:
-            self._publish(self.state.released(released))
+            self._publish(self.state.released(released, at))
 
     def _publish(self, view: LeaseView) -> None:
         # Views are values: a standby's polls that find the same holder post nothing; a held

@@ -122,7 +122,7 @@ class LeaseState:
         """(ACQUIRE, RENEW, YIELD, PEEK or None, the monotonic time of the next request)."""
         if self.view.kind == RELEASED:
             return None, float("inf")
-        if self.yielding and self.view.kind == HELD and self.renew_allowed:
+        if self.yielding and self.view.kind == HELD and self.renew_allowed and self.releasable(mono):
             return YIELD, mono
         if self.view.kind == HELD:
             if not self.renew_allowed:
@@ -166,6 +166,8 @@ class LeaseState:
                 self.floor = max(self.floor, holder.token)
                 self.view = LeaseView(self.role, HELD, holder.token, value, holder.host, holder.since,
                                       fence_at=sent_at + self.timing.fence_after, start_at=sent_at)
+            else:  # the key moved on: stop naming the value, or the ledger keeps that container and adopts again
+                self.view = LeaseView(self.role, STANDBY, reason="lost: the key no longer holds our container's value")
             return self.view
         if self.view.kind != HELD or self.view.value != value:
             return self.view  # an answer about a value we no longer hold
@@ -215,8 +217,23 @@ class LeaseState:
                               holder.host if holder else None, holder.since if holder else None, reason=YIELD_REASON)
         return self.view
 
-    def released(self, released: bool) -> LeaseView:
-        self.view = LeaseView(self.role, RELEASED, reason="released" if released else "released (key was not ours)")
+    def releasable(self, mono: float) -> str | None:
+        """The held value to release now; None while the data-lost wait runs.
+
+        Released then, the next acquirer's INCR lands above its floor, so it sees no data
+        loss and starts at once, while an old holder cut off before Redis lost its data may
+        not have fenced yet. Left to expire, the key outlasts that old holder's fence.
+        """
+        if self.view.kind != HELD or (self.view.data_lost and mono < self.view.start_at):
+            return None
+        return self.view.value
+
+    def released(self, released: bool, mono: float | None = None) -> LeaseView:
+        """Given up; `mono`, the moment of the release, says whether the data-lost wait kept the key."""
+        waiting = mono is not None and self.view.kind == HELD and self.releasable(mono) is None
+        self.view = LeaseView(self.role, RELEASED, reason="released" if released else
+                              "left to expire (Redis lost its data: it runs its full lease)" if waiting else
+                              "released (key was not ours)")
         return self.view
 
     def adopt(self, value: str) -> None:

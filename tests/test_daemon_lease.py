@@ -218,3 +218,26 @@ def test_a_crash_looping_celery_hands_its_lease_over_and_this_host_does_not_take
     table = status(daemon).stdout
     assert "standby" in table and "held by no host" in table and "crash loop" in table
     assert status(daemon, "--check").returncode == 1  # celery runs nowhere: a warning
+
+
+def test_a_reload_that_drops_the_cluster_section_is_refused_and_celery_keeps_its_lease(
+        lease_daemon, redis_server, docker_client, site_name):
+    # Without `cluster` celery is no singleton: applied, this host would replace its celery by an
+    # unleased one and hand the lease to another host's, while saying the cluster stays until a restart.
+    redis_server.client().set(keys(site_name)[1], 5)
+    daemon = lease_daemon().start()
+    daemon.wait_ready()
+    before = wait_until(lambda: running_celery(docker_client, site_name), what="celery running")
+    lease_key, _ = keys(site_name)
+    value = redis_server.client().get(lease_key)
+    assert "cluster" in daemon.config
+    daemon.write({key: section for key, section in daemon.config.items() if key != "cluster"})
+
+    daemon.signal(signal.SIGHUP)
+
+    refused = daemon.wait_event("reload_refused")
+    assert refused["key"] == "cluster"
+    after = celery(docker_client, site_name)
+    assert after is not None and after.id == before.id
+    assert redis_server.client().get(lease_key) == value
+    assert not daemon.events("lease_released")

@@ -215,3 +215,24 @@ def test_worker_image_runs_celery_under_the_guard_as_pid_1_when_given_a_lease(do
     assert "indico-lease-guard: lease renewed; started indico celery worker -B --help (pid " in err
     assert "guard pid 1," in err
     assert "Usage:" in out
+
+
+def test_guard_never_starts_the_program_on_a_renew_whose_fence_deadline_has_passed():
+    # The answer came late (a frozen container, a starved CPU): by its send time the program
+    # would already have to be dead, and the key may be another host's by now.
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("lease_guard", Path(__file__).parents[1] / "image" / "lease_guard.py")
+    guard_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(guard_module)
+    lease = guard_module.Lease({"INDICO_SUPERVISOR_LEASE_REDIS": "redis://127.0.0.1:1/0",
+                                "INDICO_SUPERVISOR_LEASE_KEY": "k", "INDICO_SUPERVISOR_LEASE_VALUE": "v",
+                                "INDICO_SUPERVISOR_LEASE_MS": str(LEASE_MS)})
+    guard = guard_module.Guard(lease, ["true"], renew=lambda: 1)
+    guard.answers.put((time.monotonic() - lease.fence_after - 0.1, 1))
+    guard._handle_answers()
+    try:
+        assert guard.child is None
+    finally:
+        if guard.child is not None:
+            os.waitpid(guard.child, 0)

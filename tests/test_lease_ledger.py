@@ -204,3 +204,21 @@ def test_a_crash_looping_singleton_yields_its_lease_once_nothing_of_it_runs():
     statuses, _ = r.ledger.statuses(r.now())
     celery = next(s for s in statuses if s.role == "celery")
     assert celery.state is State.STANDBY and celery.lease_holder == "host-b" and "crash loop" in celery.detail
+
+
+def test_a_refused_adoption_removes_the_container_carrying_the_stale_value():
+    from supervisor.leasing import LeaseState, Timing
+    from supervisor.singletons import leased_spec
+    from supervisor.spec import ContainerSpec
+    r = Replay(celery_site())
+    value = lease_value("host-a", 9, 1_700_000_000.0)
+    spec = leased_spec(ContainerSpec("prod", container("celery", singleton=True)), CLUSTER,
+                       "indico-supervisor:prod:celery:lease", value)
+    ours = r.observed(spec.container, lease_value=value)
+    r.start_up(ours)
+    keeper = LeaseState("celery", "host-a", Timing(15.0))
+    tell(r, keeper.acquired(r.t, False, value))  # the key held it when asked
+    keeper.adopt(r.ledger.adoptions()["celery"])
+    tell(r, keeper.renewed(r.t, False, value))  # and no longer did when renewed: it expired meanwhile
+    assert r.ledger.adoptions() == {}
+    assert only(r.step(), Remove).container == ours

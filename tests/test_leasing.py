@@ -154,3 +154,28 @@ def test_a_crash_looping_holder_hands_the_lease_over_and_then_only_watches_the_k
     s.yielding = False  # a reload forgave it, or its cooldown passed
     assert s.next_request(102.1)[0] == ACQUIRE
     assert view.value != seen.value
+
+
+def test_a_holder_in_the_data_lost_wait_never_releases_so_the_key_expires_after_any_old_holder_fenced():
+    # Redis restarted empty while an old holder was cut off: its guard fences up to 2L/3 later.
+    # Released early, the next acquirer's INCR lands above its floor (no data loss seen) and
+    # it would start at once, beside the old celery: the key must run its full lease.
+    from supervisor.leasing import YIELD
+    s = state()
+    view = s.acquired(100.0, True, lease_value("host-a", 9, 1.0), data_lost=True)
+    assert s.releasable(101.0) is None
+    s.yielding = True
+    assert s.next_request(101.0)[0] != YIELD
+    assert s.releasable(115.0) == view.value
+    assert s.next_request(115.0) == (YIELD, 115.0)
+
+
+def test_an_adoption_the_key_refuses_leaves_nothing_to_adopt_so_the_container_goes():
+    # The key no longer holds the value the container carries: the view must stop naming it,
+    # or the ledger keeps (and restarts) that container, and each adoption retry delays the acquire.
+    s = state()
+    ours = lease_value("host-a", 9, 1.0)
+    s.acquired(100.0, False, ours)
+    s.adopt(ours)
+    refused = s.renewed(100.2, False, ours)
+    assert refused.kind == STANDBY and refused.value is None and refused.holder is None
