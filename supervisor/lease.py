@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .leasing import ACQUIRE, HELD, RELEASED, RENEW, LeaseState, LeaseView, Timing, lease_key, token_key
+from .leasing import ACQUIRE, HELD, RENEW, LeaseState, LeaseView, Timing, lease_key, token_key
 
 # KEYS: lease, token. ARGV: host, since (JSON number text), lease ms, floor.
 # The value is built as text in one fixed key order, so it is byte for byte what
@@ -179,7 +179,7 @@ class LeaseKeeper:
                 value = adopt_value if adopt_value is not None else held_value
                 ok = self.client.renew(value)
                 with self._lock:
-                    self._publish(self.state.renewed(sent_at, ok, value), every_renew=True)
+                    self._publish(self.state.renewed(sent_at, ok, value))
         except (redis.RedisError, OSError) as error:
             with self._lock:
                 self._publish(self.state.unanswered(sent_at, reason(error)))
@@ -196,16 +196,9 @@ class LeaseKeeper:
         with self._lock:
             self._publish(self.state.released(released))
 
-    def _publish(self, view: LeaseView, every_renew: bool = False) -> None:
-        # Once per change; a held lease's renew also moves its fence deadline, which the loop checks.
-        if view != self._posted and (every_renew or _differs(view, self._posted)):
+    def _publish(self, view: LeaseView) -> None:
+        # Views are values: a standby's polls that find the same holder post nothing; a held
+        # lease's renew moves its fence deadline, which the loop checks itself, so it posts.
+        if view != self._posted:
             self._posted = view
             self.post(LeaseChanged(view))
-
-
-def _differs(view: LeaseView, before: LeaseView | None) -> bool:
-    if before is None:
-        return True
-    return view != before and (view.kind != before.kind or view.value != before.value
-                               or view.renew_failing != before.renew_failing or view.reason != before.reason
-                               or view.kind == RELEASED)

@@ -104,7 +104,7 @@ class LeaseState:
     view: LeaseView = None  # type: ignore[assignment]  # set in __post_init__
     floor: int = 0  # the highest token seen for this key, as holder or standby
     last_request_at: float | None = None  # monotonic send time of the last request
-    renew_allowed: bool = True  # False while the engine is unreachable: then only the guard renews
+    renew_allowed: bool = True  # False while the engine is unreachable: only the guard renews, nobody acquires
     adopt_value: str | None = None  # a value of ours a container carries: renew it instead of acquiring
 
     def __post_init__(self) -> None:
@@ -121,7 +121,11 @@ class LeaseState:
             if not self.renew_allowed:
                 return None, self.view.fence_at
             due = (self.last_request_at or mono) + self.timing.renew_every
-            return (RENEW, due) if mono >= due or self.last_request_at is None else (None, due)
+            # Wake at the fence deadline too: a failing holder must say `lost` then, not at its next try.
+            return (RENEW, due) if mono >= due else (None, min(due, self.view.fence_at))
+        if not self.renew_allowed:
+            # Nothing could be started without the engine: taking the lease would only churn tokens.
+            return None, mono + self.timing.poll_every
         if self.adopt_value is not None:
             return RENEW, mono
         due = (self.last_request_at if self.last_request_at is not None else mono - 1) + self.timing.poll_every
@@ -177,6 +181,12 @@ class LeaseState:
     def fence_if_due(self, mono: float) -> LeaseView:
         """Past the fence deadline with no newer renew: the lease counts as lost, whatever Redis says later."""
         if self.view.kind == HELD and mono >= self.view.fence_at:
+            if not self.renew_allowed:
+                # The daemon could neither renew nor remove: the guard inside renewed or fenced by itself.
+                # Not `fenced`: its container is left alone until Redis says whether it still holds our value.
+                self.view = LeaseView(self.role, UNKNOWN, reason="fence deadline passed while the engine was "
+                                                                 "unreachable; the guard decides, asking Redis again")
+                return self.view
             why = self.view.renew_failing or "no renew answered in time"
             self.view = LeaseView(self.role, UNKNOWN, reason=f"fenced: {why}", fenced=True)
         return self.view

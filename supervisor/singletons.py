@@ -42,7 +42,8 @@ def _clock(since: float | None) -> str:
 def lease_status(status: RoleStatus, view: LeaseView | None, mono: float, data_lost_wait: float) -> RoleStatus:
     """A singleton role's status: its lease's holder and token, and `standby` while another host holds it."""
     if view is None:
-        return replace(status, state=State.STANDBY, detail="lease not known yet: asking Redis")
+        # Not settled (READY waits): the first answer comes within a socket timeout.
+        return replace(status, state=State.STARTING, detail="lease not known yet: asking Redis")
     fields = {"lease_holder": view.holder or "", "lease_token": view.token}
     if view.kind == HELD and view.ready(mono):
         return replace(status, **fields)

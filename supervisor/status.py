@@ -26,7 +26,7 @@ class State(str, Enum):
     STANDBY = "standby"  # a singleton whose lease another host holds (or nobody, for a moment): no container here
 
 
-SETTLED = (State.RUNNING, State.BACKOFF, State.FAILED, State.BLOCKED)
+SETTLED = (State.RUNNING, State.BACKOFF, State.FAILED, State.BLOCKED, State.STANDBY)
 
 
 @dataclass(frozen=True)
