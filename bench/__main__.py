@@ -11,7 +11,7 @@ from pathlib import Path
 
 import docker
 
-from bench import footprint, health, lease, recovery, reload, site, startup
+from bench import failover, footprint, health, lease, recovery, reload, site, startup
 from bench.lab import Lab, say
 from bench.report import Result, git_revision, load_average, machine, write_results
 from harness.images import busybox_image
@@ -24,6 +24,7 @@ BENCHMARKS = {
     "reload": reload.run,
     "startup": startup.run,
     "lease": lease.run,
+    "failover": failover.run,
     "idle": footprint.run_idle,
     "soak": footprint.run_soak,
     "site": site.run,
