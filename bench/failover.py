@@ -60,6 +60,7 @@ def run(lab: Lab, quick: bool) -> Result:
                     redis.start()
                 site = "bf" + uuid.uuid4().hex[:10]
                 cluster = failover.make_cluster(client, engines[-1], redis, site, image, root / site)
+                failed = False
                 try:
                     with cluster.watcher:
                         took = scenario(cluster)
@@ -69,10 +70,11 @@ def run(lab: Lab, quick: bool) -> Result:
                     say(f"failover: rep {rep + 1}/{reps} {name}: "
                         + (f"{took:.2f} s" if took is not None else "one celery, no overlap"))
                 except Exception as error:
+                    failed = True
                     failures[name].append(f"{type(error).__name__}: {str(error)[:200]}")
                     say(f"failover: rep {rep + 1}/{reps} {name}: FAILED\n{traceback.format_exc()}")
                 finally:
-                    cluster.close()
+                    cluster.close(report=failed)
     finally:
         for engine in engines:
             engine.remove()

@@ -73,8 +73,9 @@ class Cluster:
                     lines.append(container.logs(timestamps=True).decode(errors="replace")[-3000:])
         return "\n".join(lines)
 
-    def close(self) -> None:
-        print(self.report())
+    def close(self, report: bool = True) -> None:
+        if report:  # pytest shows it only for a failing test
+            print(self.report())
         for daemon in self.daemons:
             if daemon.process is not None and daemon.process.poll() is None:
                 with contextlib.suppress(Exception):
