@@ -22,10 +22,10 @@ from . import engine as engine_edge
 from . import logs
 from .config import load_site
 from .health import Prober, ProbeVerdict
-from .keepers import Keepers
-from .lease import LeaseChanged
 from .inbox import (ActionDone, ActionFailed, ContainerDied, ContainerGone, ContainerSeen, EngineBack, EngineLost,
                     Inbox, PullProgress, PullStarted, SignalReceived, SiteResourceCreated)
+from .keepers import Keepers
+from .lease import LeaseChanged
 from .ledger import Event, Ledger, Now
 from .model import Site
 from .monitoring import Published, observers_for

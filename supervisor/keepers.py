@@ -47,8 +47,10 @@ class Keepers:
 
     def tick(self, ledger) -> None:
         """What the keepers must know after each turn of the loop."""
-        for keeper in self.active.values():
+        crash_looping = ledger.crash_looping_singletons()
+        for role, keeper in self.active.items():
             keeper.set_renew_allowed(ledger.engine_up)
+            keeper.set_yielding(role in crash_looping)
         for role, value in ledger.adoptions().items():
             if role in self.active:
                 self.active[role].adopt(value)

@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .leasing import ACQUIRE, HELD, RENEW, LeaseState, LeaseView, Timing, lease_key, token_key
+from .leasing import ACQUIRE, HELD, PEEK, RENEW, YIELD, LeaseState, LeaseView, Timing, lease_key, token_key
 
 # KEYS: lease, token. ARGV: host, since (JSON number text), lease ms, floor.
 # The value is built as text in one fixed key order, so it is byte for byte what
@@ -91,6 +91,9 @@ class LeaseClient:
     def release(self, value: str) -> bool:
         return self._release(keys=[self.lease_key], args=[value]) == 1
 
+    def peek(self) -> str | None:
+        return self.redis.get(self.lease_key)
+
     def close(self) -> None:
         self.redis.close()
 
@@ -123,6 +126,13 @@ class LeaseKeeper:
         with self._lock:
             if self.state.renew_allowed != allowed:
                 self.state.renew_allowed = allowed
+                self._wake.set()
+
+    def set_yielding(self, yielding: bool) -> None:
+        """Hand the lease over (and stop taking it) while this host's container crash-loops."""
+        with self._lock:
+            if self.state.yielding != yielding:
+                self.state.yielding = yielding
                 self._wake.set()
 
     def adopt(self, value: str) -> None:
@@ -180,6 +190,14 @@ class LeaseKeeper:
                 ok = self.client.renew(value)
                 with self._lock:
                     self._publish(self.state.renewed(sent_at, ok, value))
+            elif request == YIELD:
+                released = self.client.release(held_value)
+                with self._lock:
+                    self._publish(self.state.yielded(sent_at, released))
+            elif request == PEEK:
+                seen = self.client.peek()
+                with self._lock:
+                    self._publish(self.state.peeked(sent_at, seen))
         except (redis.RedisError, OSError) as error:
             with self._lock:
                 self._publish(self.state.unanswered(sent_at, reason(error)))

@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, replace
 
 HELD, STANDBY, UNKNOWN, RELEASED = "held", "standby", "unknown", "released"
-ACQUIRE, RENEW = "acquire", "renew"
+ACQUIRE, RENEW, YIELD, PEEK = "acquire", "renew", "yield", "peek"
+YIELD_REASON = "released: this host's container gave up (crash loop); another host may run it"
 
 
 def lease_key(site: str, role: str) -> str:
@@ -106,6 +107,7 @@ class LeaseState:
     last_request_at: float | None = None  # monotonic send time of the last request
     renew_allowed: bool = True  # False while the engine is unreachable: only the guard renews, nobody acquires
     adopt_value: str | None = None  # a value of ours a container carries: renew it instead of acquiring
+    yielding: bool = False  # this host's container is in a crash loop: hand the lease over, only watch the key
 
     def __post_init__(self) -> None:
         if self.view is None:
@@ -114,9 +116,11 @@ class LeaseState:
     # What to do next.
 
     def next_request(self, mono: float) -> tuple[str | None, float]:
-        """(ACQUIRE, RENEW or None, the monotonic time of the next request)."""
+        """(ACQUIRE, RENEW, YIELD, PEEK or None, the monotonic time of the next request)."""
         if self.view.kind == RELEASED:
             return None, float("inf")
+        if self.yielding and self.view.kind == HELD and self.renew_allowed:
+            return YIELD, mono
         if self.view.kind == HELD:
             if not self.renew_allowed:
                 return None, self.view.fence_at
@@ -126,10 +130,11 @@ class LeaseState:
         if not self.renew_allowed:
             # Nothing could be started without the engine: taking the lease would only churn tokens.
             return None, mono + self.timing.poll_every
-        if self.adopt_value is not None:
+        if self.adopt_value is not None and not self.yielding:
             return RENEW, mono
         due = (self.last_request_at if self.last_request_at is not None else mono - 1) + self.timing.poll_every
-        return (ACQUIRE, due) if mono >= due or self.last_request_at is None else (None, due)
+        asking = PEEK if self.yielding else ACQUIRE  # a yielding host watches the key, never takes it
+        return (asking, due) if mono >= due or self.last_request_at is None else (None, due)
 
     # Answers, each with the monotonic time its request was sent.
 
@@ -189,6 +194,22 @@ class LeaseState:
                 return self.view
             why = self.view.renew_failing or "no renew answered in time"
             self.view = LeaseView(self.role, UNKNOWN, reason=f"fenced: {why}", fenced=True)
+        return self.view
+
+    def yielded(self, sent_at: float, released: bool) -> LeaseView:
+        """Handed over while its container crash-loops: a standby from now on, with no holder known yet."""
+        self.last_request_at = sent_at
+        self.view = LeaseView(self.role, STANDBY, reason=YIELD_REASON if released else "lost: the key was not ours")
+        return self.view
+
+    def peeked(self, sent_at: float, value: str | None) -> LeaseView:
+        """What a yielding host saw in the key (a GET: it never acquires)."""
+        self.last_request_at = sent_at
+        holder = parse_value(value)
+        if holder is not None:
+            self.floor = max(self.floor, holder.token)
+        self.view = LeaseView(self.role, STANDBY, holder.token if holder else None, value,
+                              holder.host if holder else None, holder.since if holder else None, reason=YIELD_REASON)
         return self.view
 
     def released(self, released: bool) -> LeaseView:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from .leasing import HELD, RELEASED, STANDBY, UNKNOWN, LeaseView, lease_key, parse_value
+from .leasing import HELD, RELEASED, STANDBY, UNKNOWN, YIELD_REASON, LeaseView, lease_key, parse_value
 from .lifecycle import Event, Now
 from .plan import LEASE_FENCE_REASON, Remove
 from .spec import ContainerSpec
@@ -53,11 +53,12 @@ def lease_status(status: RoleStatus, view: LeaseView | None, mono: float, data_l
         return replace(status, state=State.STARTING, **fields,
                        detail=f"lease held (token {view.token}); Redis lost its data: the container starts "
                               f"after one full lease ({data_lost_wait:g}s), once any old holder has fenced")
-    if view.kind == STANDBY and view.holder:
-        return replace(status, state=State.STANDBY, **fields,
-                       detail=f"held by {view.holder} since {_clock(view.since)}")
     if view.kind == STANDBY:
-        return replace(status, state=State.STANDBY, **fields, detail="held by a value no daemon wrote")
+        detail = (f"held by {view.holder} since {_clock(view.since)}" if view.holder
+                  else "held by a value no daemon wrote" if view.value else "held by no host")
+        if status.state is State.FAILED:  # the lease was handed over: say why this host does not take it back
+            detail += "; this host's container gave up (crash loop): reload (systemctl reload indico-supervisor) to try again"
+        return replace(status, state=State.STANDBY, **fields, detail=detail)
     return replace(status, state=State.STANDBY, lease_holder="", lease_token=None,
                    detail=f"no lease: {view.reason or 'unknown'}")
 
@@ -85,7 +86,10 @@ class SingletonLeases:
                 self._emit("info", "lease_released", role=view.role, token=before.token if before else None,
                            released=view.reason == "released")
             return self._take()
-        if was_held and view.kind != HELD:
+        if was_held and view.reason == YIELD_REASON:
+            self._emit("warning", "lease_released", role=view.role, token=before.token, released=True,
+                       reason="crash loop here", hint="another host may run it; a reload here tries again")
+        elif was_held and view.kind != HELD:
             self._emit("error", "lease_lost", role=view.role, token=before.token, reason=view.reason,
                        hint="its container is removed at once; this host stands by")
         if view.kind == STANDBY and (before is None or before.kind != STANDBY
@@ -133,6 +137,16 @@ class SingletonLeases:
         if any(o.site and o.role == role and o.lease_value == view.value for o in self.observed.values()):
             return view.value
         return None
+
+    def crash_looping_singletons(self) -> set[str]:
+        """Singleton roles given up here (`failed`) with no container of theirs running: their lease goes.
+
+        A celery that cannot run on this host must not keep the cluster's only slot. Only
+        once nothing of it runs: stop first, then release.
+        """
+        return {role for role in self.singleton_roles()
+                if self.roles[role].tracker.failed
+                and not any(o.site and o.role == role and o.running for o in self.observed.values())}
 
     def adoptions(self) -> dict[str, str]:
         """Role -> the value its keeper should renew instead of acquiring."""

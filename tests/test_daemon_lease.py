@@ -198,3 +198,23 @@ def test_an_upgrade_reexec_keeps_the_lease_and_the_same_celery(lease_daemon, red
     assert redis_server.client().get(keys(site_name)[0]) == value
     assert celery(docker_client, site_name).id == before.id
     assert not daemon.events("lease_released") and not daemon.events("container_removed")
+
+
+def test_a_crash_looping_celery_hands_its_lease_over_and_this_host_does_not_take_it_back(
+        lease_daemon, redis_server, docker_client, site_name):
+    redis_server.client().set(keys(site_name)[1], 5)
+    daemon = lease_daemon(celery={"command": ["sh", "-c", "exit 3"],
+                                  "restart": {"max_restarts": 1, "backoff": "100ms", "max_backoff": "200ms",
+                                              "cooldown": "never"}}).start()
+    daemon.wait_event("container_failed", role="celery")
+
+    released = daemon.wait_event("lease_released", role="celery")
+    assert released["reason"] == "crash loop here"
+    assert redis_server.client().get(keys(site_name)[0]) is None
+    # Polls go on (every 0.6 s here) and only watch: the key stays free for a healthy host.
+    time.sleep(LEASE)
+    assert redis_server.client().get(keys(site_name)[0]) is None
+    assert len(daemon.events("lease_acquired", role="celery")) == 1
+    table = status(daemon).stdout
+    assert "standby" in table and "held by no host" in table and "crash loop" in table
+    assert status(daemon, "--check").returncode == 1  # celery runs nowhere: a warning

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 from supervisor.cluster import Cluster
 from supervisor.inbox import Resynced
-from supervisor.leasing import HELD, RELEASED, STANDBY, UNKNOWN, LeaseView, lease_value
-from supervisor.plan import Create, Remove, Resync
+from supervisor.leasing import HELD, RELEASED, STANDBY, UNKNOWN, YIELD_REASON, LeaseView, lease_value
+from supervisor.plan import Create, Remove, Resync, Start
 from supervisor.spec import LABEL_LEASE_TOKEN
 from supervisor.status import State, status_line
 from supervisor.check import OK, WARNING, check
@@ -173,3 +173,34 @@ def test_a_lease_lapsed_while_the_engine_was_away_is_asked_again_before_its_cont
     tell(r, LeaseView("celery", STANDBY, 5, value, "host-a", 1_700_000_000.0))  # the guard kept it
     assert r.ledger.adoptions() == {"celery": value}
     assert all(not isinstance(a, (Remove, Create)) for a in r.step())
+
+
+def test_a_crash_looping_singleton_yields_its_lease_once_nothing_of_it_runs():
+    r = Replay(celery_site())
+    r.start_up()
+    view = held(r)
+    tell(r, view)
+    running = r.complete(creates(r.step())["celery"], None)
+    assert r.ledger.crash_looping_singletons() == set()
+    for attempt in range(3):  # max_restarts 3, as in test_ledger's crash loop
+        dead = r.exited(running)
+        found = r.step()
+        if not found:
+            r.later(8)
+            tell(r, replace(view, fence_at=r.t + 10))  # renewed meanwhile
+            found = r.step()
+        start = only(found, Start)
+        running = r.complete(start, None)
+    r.exited(running)
+    r.step()
+    r.later(8)
+    tell(r, replace(view, fence_at=r.t + 10))
+    assert r.step() == []
+    assert r.state("celery") is State.FAILED
+    assert r.ledger.crash_looping_singletons() == {"celery"}
+    tell(r, LeaseView("celery", STANDBY, reason=YIELD_REASON))
+    assert "lease_released" in r.names() and "lease_lost" not in r.names()
+    tell(r, LeaseView("celery", STANDBY, 6, lease_value("host-b", 6, 1.0), "host-b", 1.0, reason=YIELD_REASON))
+    statuses, _ = r.ledger.statuses(r.now())
+    celery = next(s for s in statuses if s.role == "celery")
+    assert celery.state is State.STANDBY and celery.lease_holder == "host-b" and "crash loop" in celery.detail

@@ -138,3 +138,19 @@ def test_a_released_lease_asks_nothing_more():
     s.acquired(100.0, True, lease_value("host-a", 5, 1.0))
     assert s.released(True).kind == RELEASED
     assert s.next_request(200.0) == (None, float("inf"))
+
+
+def test_a_crash_looping_holder_hands_the_lease_over_and_then_only_watches_the_key():
+    from supervisor.leasing import PEEK, YIELD
+    s = state()
+    view = s.acquired(100.0, True, lease_value("host-a", 5, 1.0))
+    s.yielding = True
+    assert s.next_request(100.1) == (YIELD, 100.1)
+    given = s.yielded(100.1, True)
+    assert given.kind == STANDBY and given.reason.startswith("released")
+    assert s.next_request(101.1)[0] == PEEK  # never ACQUIRE while yielding
+    seen = s.peeked(101.1, lease_value("host-b", 6, 2.0))
+    assert (seen.kind, seen.holder, seen.token, s.floor) == (STANDBY, "host-b", 6, 6)
+    s.yielding = False  # a reload forgave it, or its cooldown passed
+    assert s.next_request(102.1)[0] == ACQUIRE
+    assert view.value != seen.value
