@@ -11,7 +11,7 @@ from pathlib import Path
 
 import docker
 
-from bench import exec_tty, footprint, health, lease, recovery, reload, site, startup
+from bench import exec_tty, failover, footprint, health, lease, recovery, reload, site, startup
 from bench.lab import Lab, say
 from bench.report import Result, git_revision, load_average, machine, write_results
 from harness.images import busybox_image
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "startup": startup.run,
     "lease": lease.run,
     "exec_tty": exec_tty.run,
+    "failover": failover.run,
     "idle": footprint.run_idle,
     "soak": footprint.run_soak,
     "site": site.run,

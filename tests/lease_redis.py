@@ -1,9 +1,8 @@
 """A real Redis for the lease tests, and one link to it per host that a test can cut.
 
-`RedisServer` runs Debian's redis-server (installed by tests/tools/ensure-redis-server) as a
-child process on 127.0.0.1 and a free port, with a password (the URL's password is a
-secret the tests check is never printed) and no persistence, so `restart()` is Redis
-coming back with its data lost.
+`RedisServer` is harness.redis_server's (Debian's redis-server on 127.0.0.1, a free
+port, no persistence, a password: the URL's password is a secret the tests check is
+never printed), with `restart()`: Redis coming back with its data lost.
 
 `RedisLink` is one host's way to that server: a TCP proxy (tests.proxies) listening on
 the main engine's bridge gateway, an address of this machine that the host itself and
@@ -15,19 +14,13 @@ hung connections and lets new ones through.
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import harness.redis_server
+
 from tests.proxies import FreezingProxy
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
 
 
 def bridge_gateway(docker_client) -> str:
@@ -36,49 +29,19 @@ def bridge_gateway(docker_client) -> str:
     return config[0]["Gateway"]
 
 
-class RedisServer:
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.port = free_port()
-        self.password = "lease-" + secrets.token_hex(8)
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
+class RedisServer(harness.redis_server.RedisServer):
+    """harness.redis_server's, with a password of its own per server (checked never to be printed)."""
 
-    def start(self) -> "RedisServer":
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        log = open(self.directory / "redis.log", "a")
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password,
-             "--save", "", "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no"],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        for _ in range(200):
-            try:
-                if self.client().ping():
-                    return self
-            except Exception:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited ({self.process.returncode}):\n"
-                                       + (self.directory / "redis.log").read_text()[-2000:])
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not answer")
+    def __init__(self, directory: Path):
+        super().__init__(directory, password="lease-" + secrets.token_hex(8))
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()  # no shutdown save: whatever it held is gone
-            self.process.wait(10)
+        self.kill()  # no shutdown save: whatever it held is gone
 
     def restart(self) -> None:
         """Redis back on the same port, with none of its data."""
-        self.stop()
+        self.kill()
         self.start()
-
-    def client(self):
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
-                           socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
 
 
 class RedisLink:

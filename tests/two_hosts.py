@@ -7,7 +7,10 @@ iptables rules, so it never touches what the shared main engine set up. Not
 `--bridge=none`: a dockerd started so deletes the interface `docker0`, which is the
 main engine's. Its default bridge is an interface made here with an address of its
 own; its gateway routes containers to this machine's addresses, where the Redis links
-listen. It is the only engine a test may stop (`stop()`, then `start()` on the same data).
+listen. It is the only engine a test may stop, and it is never started again on the
+same data: a dockerd restarting on its own data root clears its stale default bridge
+network, and deleted the interface docker0 (the main engine's!) doing so. A test that
+stopped it takes a new one. `start()` checks that docker0 is still there, loudly.
 `load_images` copies test images into it through the SDK (save, then load).
 
 `SingletonWatcher` samples both engines every 50 ms for running containers of the
@@ -45,6 +48,10 @@ ADDRESS_POOL = "base=10.213.0.0/16,size=24"
 START_SECONDS = 60
 
 
+class MainBridgeGone(RuntimeError):
+    pass
+
+
 class SecondEngine:
     def __init__(self, name: str | None = None):
         self.name = name or "e" + uuid.uuid4().hex[:8]
@@ -73,6 +80,9 @@ class SecondEngine:
         return f"unix://{self.socket}"
 
     def start(self) -> "SecondEngine":
+        if self.process is not None:
+            raise RuntimeError("a second engine is started once (see the module's docstring): take a new one")
+        main_bridge = Path("/sys/class/net/docker0").exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.data_root.mkdir(parents=True, exist_ok=True)
         self._make_bridge()
@@ -90,9 +100,14 @@ class SecondEngine:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the second dockerd exited ({self.process.returncode}):\n{self.log_tail()}")
+            answered = False
             with contextlib.suppress(Exception):
-                if self.client().ping():
-                    return self
+                answered = self.client().ping()
+            if answered:
+                if main_bridge and not Path("/sys/class/net/docker0").exists():
+                    raise MainBridgeGone("starting the second dockerd deleted docker0, the main engine's bridge: "
+                                         "recreate it (ip link add docker0 ...) and fix tests/two_hosts.py")
+                return self
             time.sleep(0.2)
         raise RuntimeError(f"the second dockerd did not answer within {START_SECONDS}s:\n{self.log_tail()}")
 
@@ -104,8 +119,7 @@ class SecondEngine:
         return self._client
 
     def stop(self, timeout: float = 60) -> None:
-        """Stopped as systemd would stop it (its containers stop with it): a host going down.
-        Its client stays: it answers again once `start()` brought the engine back."""
+        """Stopped as systemd would stop it (its containers stop with it): a host going down, for good."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -116,7 +130,7 @@ class SecondEngine:
 
     def remove(self) -> None:
         """Stop it and remove all it had: it was this test session's alone."""
-        if self.process is not None and self.process.poll() is None:
+        if self.running:
             client = self.client()
             for container in client.containers.list(all=True):
                 with contextlib.suppress(Exception):
@@ -127,6 +141,10 @@ class SecondEngine:
         shutil.rmtree(self.data_root, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.log_path.unlink()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(FileNotFoundError):
@@ -161,8 +179,10 @@ def load_images(source, target, references: Iterable[str]) -> None:
         with contextlib.suppress(docker.errors.ImageNotFound):
             target.images.get(ref)
             continue
-        stream = source.images.get(ref).save(named=True)
-        target.images.load(b"".join(stream))
+        stream = source.images.get(ref).save(named=True)  # named by only one of its tags
+        repository, tag = ref.rsplit(":", 1)
+        for image in target.images.load(b"".join(stream)):
+            image.tag(repository, tag)
 
 
 @dataclass(frozen=True)
