@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable
 import docker
 import docker.errors
 
-from .attach import Output, attend, raw_connection
+from .attach import DETACH_KEYS, Output, attend, raw_connection
 from .model import Site
 from .oneshot import (GONE_STATUS, ExecRefused, Interrupted, check_runnable, role_container, stderr_note,
                       stop_signals_raise)
@@ -41,7 +41,8 @@ class InRunning:
         api, tty = self.client.api, self.terminal_fd is not None
         with stop_signals_raise():
             try:
-                exec_id = api.exec_create(container_id, self.command, stdin=self.stdin_fd is not None, tty=tty)["Id"]
+                exec_id = api.exec_create(container_id, self.command, stdin=self.stdin_fd is not None, tty=tty,
+                                          detach_keys=DETACH_KEYS)["Id"]
                 self.note(f"running {shlex.join(self.command)} in {self.container.name} "
                           f"(role {self.container.role}, its running container)")
                 conn = raw_connection(api.exec_start(exec_id, socket=True, tty=tty))

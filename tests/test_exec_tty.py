@@ -111,6 +111,14 @@ def test_an_interactive_shell_runs_typed_commands_and_passes_its_exit_status_on(
     assert jobs() == []
 
 
+def test_ctrl_p_ctrl_q_reaches_the_job_instead_of_detaching_from_it(terminal, site_file, jobs):
+    shell = interactive_shell(terminal, site_file)
+    shell.term.send("\x10\x11\x03")  # the engine's default detach keys, then Ctrl-C to drop the line
+    assert shell.run("echo still-$((6*7))").split()[-1] == "still-42"
+    shell.term.send("exit 4\r")
+    assert shell.term.process.wait(timeout=60) == 4
+
+
 def test_the_terminal_is_back_in_its_cooked_mode_after_the_job(terminal, site_file, jobs):
     shell = interactive_shell(terminal, site_file)
     raw = shell.term.modes()
