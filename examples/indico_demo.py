@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.indico_images import PGDATA, nginx_image, postgres_image, redis_image, worker_image  # noqa: E402
 from tests.test_indico_e2e import edit_config  # noqa: E402
+from tests.test_indico_outage import user_of  # noqa: E402
 
 SITE = "indico-demo"
 # Where the site's data lives between runs ($INDICO_DEMO_DATA: the demo's test keeps it apart).
@@ -84,11 +85,11 @@ def site(client, images: dict) -> dict:
     local = {
         # The test image's cluster, made when it was built (role, database, extensions), kept
         # in a named volume: Docker copies it there on first use.
-        "db": {"image": images["db"], "command": None, "env": {}, "user": _user_of(client, images["db"]),
+        "db": {"image": images["db"], "command": None, "env": {}, "user": user_of(client, images["db"]),
                "volumes": {"extra": [f"indico-pgdata:{PGDATA}"]},  # renamed for the site below
                "healthcheck": {"test": ["/usr/lib/postgresql/15/bin/pg_isready", "-h", "127.0.0.1"],
                                "interval": "2s", "timeout": "5s", "retries": 5}},
-        "redis": {"image": images["redis"], "command": None, "user": _user_of(client, images["redis"]),
+        "redis": {"image": images["redis"], "command": None, "user": user_of(client, images["redis"]),
                   "volumes": {"extra": []},
                   "healthcheck": {"test": ["redis-cli", "ping"], "interval": "2s", "timeout": "5s", "retries": 5}},
         "worker": {"healthcheck": {"test": ["indico-health"], "interval": "2s", "timeout": "10s", "retries": 3,
@@ -182,12 +183,6 @@ def _health(client, name: str) -> str | None:
         return (client.containers.get(name).attrs["State"].get("Health") or {}).get("Status")
     except docker.errors.NotFound:
         return None
-
-
-def _user_of(client, image: str) -> str:
-    out = client.containers.run(image, ["sh", "-c", "echo $(id -u):$(id -g)"], remove=True, entrypoint=[],
-                                network_mode="none")
-    return out.decode().strip()
 
 
 if __name__ == "__main__":

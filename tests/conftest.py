@@ -115,3 +115,12 @@ def registry(tmp_path_factory) -> str:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A real Redis (Debian's redis-server on loopback) shared by a test file's lease tests."""
+    from tests.lease_redis import RedisServer  # harness's, restartable on its port
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

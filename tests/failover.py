@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.daemon import Daemon, site_config
+from harness.daemon import Daemon, site_config, wait_until
 from harness.sites import SITE_LABEL, remove_site_containers
 from tests.guard_image import GUARD_PATH
 from tests.lease_redis import RedisLink, RedisServer, bridge_gateway
@@ -98,13 +98,8 @@ def make_cluster(main_client, engine_b: SecondEngine, redis: RedisServer, site: 
 
 
 def wait_for(predicate, timeout: float, what: str, period: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(period)
-    raise AssertionError(f"not within {timeout}s: {what}")
+    """`harness.daemon.wait_until`, polled every 50 ms: the scenarios time failovers of a few seconds."""
+    return wait_until(predicate, timeout, period, what)
 
 
 # The scenarios: each breaks the holder one way, ends with exactly one celery running,

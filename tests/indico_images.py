@@ -38,18 +38,21 @@ DB_PASSWORD = "indico-test-password"
 PGDATA = "/var/lib/postgresql/indico"
 _PG_BIN = "/usr/lib/postgresql/15/bin"
 
+# A new cluster, as initdb makes it, reachable with a password from other containers.
+_INITDB = f"""
+install -d -o postgres -g postgres -m 700 {PGDATA}
+runuser -u postgres -- {_PG_BIN}/initdb --pgdata={PGDATA} --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 --username=postgres >/dev/null
+echo "host all all 0.0.0.0/0 scram-sha-256" >> {PGDATA}/pg_hba.conf
+"""
+
 # The cluster is made while the root filesystem is built: initdb, then the role,
 # database and the extensions Indico needs (a superuser's job) in single-user
 # mode, which needs no running server.
 POSTGRES = Recipe(
     name="postgresql-15",
     packages=("postgresql-15", "postgresql-contrib"),
-    customize=f"""
-install -d -o postgres -g postgres -m 700 {PGDATA}
-runuser -u postgres -- {_PG_BIN}/initdb --pgdata={PGDATA} --auth-local=trust --auth-host=scram-sha-256 \
-    --encoding=UTF8 --locale=C.UTF-8 --username=postgres >/dev/null
-echo "host all all 0.0.0.0/0 scram-sha-256" >> {PGDATA}/pg_hba.conf
-echo "host all all ::/0 scram-sha-256" >> {PGDATA}/pg_hba.conf
+    customize=_INITDB + f"""echo "host all all ::/0 scram-sha-256" >> {PGDATA}/pg_hba.conf
 echo "CREATE ROLE {DB_USER} LOGIN PASSWORD '{DB_PASSWORD}';
 CREATE DATABASE {DB_NAME} OWNER {DB_USER};" \
     | runuser -u postgres -- {_PG_BIN}/postgres --single -D {PGDATA} postgres >/dev/null
@@ -68,12 +71,7 @@ SUPERUSER_PASSWORD = "postgres-test-password"
 POSTGRES_BARE = Recipe(
     name="postgresql-15-bare",
     packages=("postgresql-15", "postgresql-contrib"),
-    customize=f"""
-install -d -o postgres -g postgres -m 700 {PGDATA}
-runuser -u postgres -- {_PG_BIN}/initdb --pgdata={PGDATA} --auth-local=trust --auth-host=scram-sha-256 \
-    --encoding=UTF8 --locale=C.UTF-8 --username=postgres >/dev/null
-echo "host all all 0.0.0.0/0 scram-sha-256" >> {PGDATA}/pg_hba.conf
-echo "ALTER ROLE postgres PASSWORD '{SUPERUSER_PASSWORD}';" \
+    customize=_INITDB + f"""echo "ALTER ROLE postgres PASSWORD '{SUPERUSER_PASSWORD}';" \
     | runuser -u postgres -- {_PG_BIN}/postgres --single -D {PGDATA} postgres >/dev/null
 """,
     changes=POSTGRES.changes,

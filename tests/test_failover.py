@@ -35,13 +35,6 @@ def engines(docker_client, image):
         each.remove()
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def cluster(docker_client, engines, redis_server, site_name, image, tmp_path):
     engine_b = engines()

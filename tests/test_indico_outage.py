@@ -32,7 +32,9 @@ def epoch(stamp: str) -> float:
 
 
 def user_of(client, image: str) -> str:
-    out = client.containers.run(image, ["sh", "-c", "echo $(id -u):$(id -g)"], remove=True, entrypoint=[])
+    """The numeric UID:GID an image's own USER runs as (the site file wants numbers)."""
+    out = client.containers.run(image, ["sh", "-c", "echo $(id -u):$(id -g)"], remove=True, entrypoint=[],
+                                network_mode="none")
     return out.decode().strip()
 
 

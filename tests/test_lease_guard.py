@@ -28,13 +28,6 @@ def image(docker_client) -> str:
     return guard_image(docker_client)
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def link(redis_server, docker_client):
     link = RedisLink(redis_server, bridge_gateway(docker_client))

@@ -32,6 +32,7 @@ import yaml
 from harness.daemon import Daemon, wait_until
 from harness.sites import remove_site_containers
 from tests.indico_images import nginx_image, postgres_image, redis_image, worker_image
+from tests.test_indico_outage import user_of
 from tests.test_indico_e2e import BASE_URL, CREATE_ADMIN, REPO, edit_config, health, supervisor_exec
 
 UID_GID = "4321:4321"
@@ -194,12 +195,6 @@ def template_site(site: str, tmp_path: Path, images: dict) -> dict:
             "restart": {"backoff": "1s", "max_backoff": "5s", "reset_after": "60s", "max_restarts": 10,
                         "window": "10m"},
             "containers": containers}
-
-
-def user_of(client, image: str) -> str:
-    out = client.containers.run(image, ["sh", "-c", "echo $(id -u):$(id -g)"], remove=True, entrypoint=[],
-                                network_mode="none")
-    return out.decode().strip()
 
 
 def address(client, name: str, network: str) -> str:
