@@ -8,8 +8,13 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from harness.daemon import site_containers, wait_until
 from tests.engine_control import signal_dockerd, start_dockerd
+
+# They stop or restart the shared engine: tests/run runs them alone, after the rest.
+pytestmark = pytest.mark.engine_restart
 
 
 def test_dockerd_stopped_and_started_under_a_running_daemon(run_daemon, docker_client, site_name):

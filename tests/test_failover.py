@@ -13,6 +13,10 @@ from tests.guard_image import guard_image
 from tests.lease_redis import RedisServer
 from tests.two_hosts import SecondEngine, load_images
 
+# tests/run runs two test processes: the second engine of the module fixtures stays in one
+# of them (two second engines at once would draw networks from one address pool).
+pytestmark = pytest.mark.xdist_group("two_hosts")
+
 
 @pytest.fixture(scope="module")
 def image(docker_client) -> str:

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from harness.sites import SITE_LABEL
 from harness.daemon import site_containers, wait_until
 from tests.engine_control import signal_dockerd, start_dockerd
+
+# They stop or restart the shared engine: tests/run runs them alone, after the rest.
+pytestmark = pytest.mark.engine_restart
 
 ROLE_LABEL = "io.indico-supervisor.role"
 

@@ -15,6 +15,9 @@ import pytest
 from harness.sites import SITE_LABEL
 from tests.indico_images import worker_image
 
+# tests/run runs two test processes: its module fixtures serve one test process.
+pytestmark = pytest.mark.xdist_group("image_entrypoint")
+
 # No account in the image has this UID: any UID that owns the bound directories must do.
 UID_GID = "4321:4321"
 

@@ -19,6 +19,9 @@ import pytest
 from harness.daemon import Daemon, kill_main_process, wait_until
 from tests.indico_images import DB_NAME, DB_PASSWORD, DB_USER, postgres_image, redis_image, worker_image
 
+# tests/run runs two test processes: its module fixtures serve one test process.
+pytestmark = pytest.mark.xdist_group("indico_e2e")
+
 UID_GID = "4321:4321"
 BASE_URL = "http://indico.test"
 REPO = Path(__file__).resolve().parent.parent

@@ -16,6 +16,9 @@ from harness.sites import SITE_LABEL
 from tests.guard_image import GUARD_PATH, guard_image
 from tests.lease_redis import RedisLink, RedisServer, bridge_gateway
 
+# tests/run runs two test processes: its module fixtures serve one test process.
+pytestmark = pytest.mark.xdist_group("lease_guard")
+
 LEASE_MS = 3000
 EX_FENCED = 75
 STARTED = "program-started"

@@ -13,6 +13,9 @@ import pytest
 from tests.indico_images import worker_image
 from tests.test_web_front import second_worker_image
 
+# tests/run runs two test processes: its module fixtures serve one test process.
+pytestmark = pytest.mark.xdist_group("static_publish")
+
 UID_GID = "4321:4321"
 ASSETS = "/opt/indico/assets"
 

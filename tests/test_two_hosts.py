@@ -15,6 +15,10 @@ from harness.sites import SITE_LABEL, remove_site_containers
 from tests.lease_redis import RedisLink, RedisServer, bridge_gateway
 from tests.two_hosts import ROLE_LABEL, SecondEngine, SingletonWatcher, load_images
 
+# tests/run runs two test processes: the second engine of the module fixtures stays in one
+# of them (two second engines at once would draw networks from one address pool).
+pytestmark = pytest.mark.xdist_group("two_hosts")
+
 
 @pytest.fixture(scope="module")
 def engine_b(docker_client, busybox):
