@@ -87,7 +87,7 @@ def run(lab: Lab, quick: bool) -> Result:
         for side in (("ours", "compose") if rep % 2 == 0 else ("compose", "ours")):
             took = _ours(lab, roles, data) if side == "ours" else _compose(lab, roles, data)
             (ours if side == "ours" else compose).append(took)
-            say(f"site {rep + 1}/{reps} {side}: all {len(roles)} healthy after {took:.1f}s")
+            say(f"site {rep + 1}/{reps} {side}: all {len(roles)} ready after {took:.1f}s")
     result = Result("site", "site: the whole Indico site from nothing to all healthy, against docker-compose 1.29",
                     ("side", "runs", "median s", "min s", "max s", "ratio to compose"))
     for name, values in (("ours", ours), ("docker-compose", compose)):
