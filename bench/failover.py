@@ -18,7 +18,6 @@ both started at once) report only whether they ended with one celery and no over
 from __future__ import annotations
 
 import tempfile
-import time
 import traceback
 import uuid
 from pathlib import Path

@@ -13,7 +13,6 @@ so the next run starts where this one stopped.
 """
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import signal
@@ -32,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.indico_images import PGDATA, nginx_image, postgres_image, redis_image, worker_image  # noqa: E402
 from tests.test_indico_e2e import edit_config  # noqa: E402
-from tests.test_indico_outage import user_of  # noqa: E402
+from tests.test_indico_outage import indico_answers, user_of  # noqa: E402
 
 SITE = "indico-demo"
 # Where the site's data lives between runs ($INDICO_DEMO_DATA: the demo's test keeps it apart).
@@ -141,7 +140,7 @@ def _first_steps(client, config: Path, daemon: subprocess.Popen) -> None:
             return
         marker.touch()
     say("waiting for Indico to answer through the web container (the worker starts in about a minute)")
-    if _wait(_answers, daemon, 600):
+    if _wait(lambda: indico_answers(ADDRESS, PORT), daemon, 600):
         say(f"Indico is up: open {BASE_URL}/ (a new database shows Indico's own first page, where you "
             "create the admin account). Ctrl-C stops the site; its data stays for the next run.")
 
@@ -161,21 +160,6 @@ def _wait(predicate, daemon: subprocess.Popen, timeout: float) -> bool:
             return True
         time.sleep(1)
     return False
-
-
-def _answers() -> bool:
-    """Indico's front page through nginx; a new database sends every visitor to /bootstrap."""
-    connection = http.client.HTTPConnection(ADDRESS, PORT, timeout=10)
-    try:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        body = response.read().decode(errors="replace")
-    except OSError:
-        return False
-    finally:
-        connection.close()
-    return (response.status == 200 and "Indico" in body) or (
-        response.status == 302 and "bootstrap" in response.getheader("Location", ""))
 
 
 def _health(client, name: str) -> str | None:

@@ -13,7 +13,8 @@ of the daemon's messages and action outcomes through it, in milliseconds.
 How actions change it is written per action kind in `actions.py` (the outcomes
 themselves in `outcomes.py`, which the ledger inherits); a role's states and their
 legal changes are `lifecycle.py`'s; what unmet dependencies mean for a role is
-`waiting.py`'s (also inherited).
+`waiting.py`'s (also inherited); the daemon's stop is `stopping.py`'s; a singleton's
+lease `singletons.py`'s; a new image's upgrade gate `upgrades.py`'s.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .lifecycle import IMAGE_RETRY, Event, ImageRecord, Now, RoleRecord, role_st
 from .missed import MissedEvents
 from .outcomes import ActionOutcomes, seconds
 from .singletons import SingletonLeases
+from .stopping import Stopping
 from .waiting import FAILURE_EVENTS, DependencyWaits
 from .model import Observed, Probe, Run, Site
 from .plan import (Create, ReopenEvents, Failure, Remove, ResolveImage, Restart, Resync, RoleView, RunUpgrade, Start,
@@ -65,7 +67,7 @@ def lock_of(action) -> tuple:
     raise TypeError(f"not an action: {action!r}")
 
 
-class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases, Upgrades):
+class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases, Upgrades, Stopping):
     def __init__(self, site: Site):
         self.site = site
         self.observed: dict[str, Observed] = {}
@@ -328,37 +330,6 @@ class Ledger(ActionOutcomes, DependencyWaits, SingletonLeases, Upgrades):
             image.tracker.forgive(IMAGE_RETRY)
         self._rearm_upgrades()
         return events
-
-    def begin_stop(self, leave: bool, signal_name: str, on_exit: str) -> list[Event]:
-        """Stop every owned container in reverse start order, or (`leave`) none of them."""
-        self.stopping = True
-        if leave:
-            self.finished = True
-            self._emit("info", "daemon_stopping", signal=signal_name, on_exit=on_exit,
-                       containers_left_running=sum(1 for c in self.observed.values() if c.site and c.running))
-            return self._take()
-        self._emit("info", "daemon_stopping", signal=signal_name, on_exit="stop", containers=len(self._to_stop()))
-        return self._take()
-
-    def _next_stop(self) -> list:
-        # Let a start under way finish, so nothing comes up after we stopped; only then
-        # choose what to stop next, so what that start brought up is stopped too.
-        if any(kind in ("role", "container") for kind, *_ in self.in_flight):
-            return []
-        remaining = self._to_stop()
-        if not remaining:
-            self.finished = True
-            return []
-        self.stop_tried.add(remaining[0].id)  # one try each: a refused removal is logged, not retried forever
-        return [Stop(remaining[0], self.stop_timeout(remaining[0].role))]
-
-    def _to_stop(self) -> list[Observed]:
-        """Owned containers still to stop: dependents before what they depend on, unconfigured roles first."""
-        order = list(self.site.start_order())
-        owned = [c for c in self.observed.values() if c.site and c.id not in self.stop_tried
-                 and c.status in ("running", "created", "exited", "paused")]
-        owned.sort(key=lambda c: -order.index(c.role) if c.role in order else -len(order) - 1)
-        return owned
 
     # Reporting.
 

@@ -6,7 +6,6 @@ other process may share the engine meanwhile.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from harness.daemon import kill_main_process, site_containers, wait_until
 

@@ -41,9 +41,14 @@ def user_of(client, image: str) -> str:
 def answers(client, name: str, network: str) -> bool:
     """Indico's front page through uwsgi, asked by the container's address on the site network."""
     ip = client.containers.get(name).attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
-    connection = http.client.HTTPConnection(ip, 8080, timeout=10)
+    return indico_answers(ip, 8080, BASE_URL.split("//")[1])
+
+
+def indico_answers(address: str, port: int, host: str | None = None) -> bool:
+    """Indico's front page answers at address:port (asked for `host`, else for address:port itself)."""
+    connection = http.client.HTTPConnection(address, port, timeout=10)
     try:
-        connection.request("GET", "/", headers={"Host": BASE_URL.split("//")[1]})
+        connection.request("GET", "/", headers={"Host": host} if host else {})
         response = connection.getresponse()
         body = response.read().decode(errors="replace")
     except OSError:
